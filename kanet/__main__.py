@@ -1,0 +1,5 @@
+import sys
+
+from kanet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,49 @@
+"""`kanet`: one command with a subcommand per stage.
+
+Each subcommand lives in its own module and is imported only when run, so
+`kanet run` never pulls in torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module defining `add_arguments(parser)` and `run(args) -> int`, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("kanet.commands.info", "show the network layout, parameter count and installed back-ends"),
+}
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one message, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kanet",
+        description="KA-Net dehazing: PyTorch checkpoint -> ONNX -> FP16 TensorRT engine -> video.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        sub_parser.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(sub_parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_module", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except UserError as exc:
+        print(f"kanet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"kanet {args.command}: interrupted", file=sys.stderr)
+        return 130
+

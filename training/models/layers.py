@@ -1,0 +1,81 @@
+"""Small building blocks shared by the encoder and decoder."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def tokens_to_image(x: Tensor, height: int, width: int) -> Tensor:
+    """(B, H*W, C) tokens -> (B, C, H, W) feature map."""
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], height, width)
+
+
+def image_to_tokens(x: Tensor) -> Tensor:
+    """(B, C, H, W) feature map -> (B, H*W, C) tokens."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def scaled_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    """softmax(q k^T * scale) v with Q pre-scaled.
+
+    Scaling Q before the first MatMul yields the MatMul -> Softmax -> MatMul
+    chain that TensorRT fuses into one flash-attention kernel, so the
+    (queries x keys) score matrix never lands in memory. Eager PyTorch takes
+    its own fused kernel for the same maths.
+    """
+    if torch.onnx.is_in_onnx_export():
+        return torch.matmul(torch.softmax(torch.matmul(q * scale, k.transpose(-2, -1)), dim=-1), v)
+    return F.scaled_dot_product_attention(q, k, v, scale=scale)
+
+
+def nearest_token_index(in_len: int, out_len: Tensor | int) -> Tensor:
+    """Source indices of F.interpolate(mode='nearest') resizing a length in_len to out_len.
+
+    PyTorch computes floor(dst * float32(in / out)) in float32 and clamps to
+    in - 1; this reproduces that arithmetic bit for bit with ops that export
+    with a dynamic out_len (Range, Mul, Floor, Cast).
+    """
+    out = torch.as_tensor(out_len, dtype=torch.float32)
+    scale = torch.tensor(float(in_len), dtype=torch.float32) / out
+    dst = torch.arange(out_len, dtype=torch.float32)
+    return torch.floor(dst * scale).to(torch.int64).clamp(max=in_len - 1)
+
+
+class OverlapPatchEmbed(nn.Module):
+    """Strided convolution + LayerNorm that turns a feature map into tokens."""
+
+    def __init__(self, patch_size: int, stride: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride, padding=patch_size // 2)
+        self.norm = nn.LayerNorm(embed_dim)  # eps 1e-5, as in the official code
+
+    def forward(self, x: Tensor) -> tuple[Tensor, int, int]:
+        x = self.proj(x)
+        height, width = x.shape[2], x.shape[3]
+        return self.norm(image_to_tokens(x)), height, width
+
+
+class DWConv(nn.Module):
+    """Depth-wise 3x3 convolution applied to tokens laid out on their grid."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
+
+    def forward(self, x: Tensor, height: int, width: int) -> Tensor:
+        return image_to_tokens(self.dwconv(tokens_to_image(x, height, width)))
+
+
+class Mlp(nn.Module):
+    """Mix-FFN: Linear -> depth-wise conv -> GELU -> Linear."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.dwconv = DWConv(hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor, height: int, width: int) -> Tensor:
+        return self.fc2(self.act(self.dwconv(self.fc1(x), height, width)))
