@@ -12,6 +12,9 @@ import sys
 # name -> (module defining `add_arguments(parser)` and `run(args) -> int`, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("kanet.commands.info", "show the network layout, parameter count and installed back-ends"),
+    "export": ("kanet.commands.export", "checkpoint -> FP32 ONNX -> FP16 ONNX -> TensorRT/TensorRT-RTX engine + manifest"),
+    "build": ("kanet.commands.build", "build an engine (and manifest) from an exported ONNX file"),
+    "parity": ("kanet.commands.parity", "compare exported models with PyTorch FP32 on random and real frames"),
 }
 
 

@@ -1,0 +1,227 @@
+"""ONNX -> serialized TensorRT or TensorRT-RTX engine, one code path for both.
+
+`tensorrt` (10.x with the strongly-typed flag, or 11.x) is used when importable,
+else `tensorrt_rtx`, which also builds ahead of time on a machine without a GPU.
+Precision comes from the ONNX types (strongly typed network): an FP16 engine is
+built from the FP16 ONNX, never from a builder flag.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import platform
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+
+from runtime.manifest import manifest_path, sha256_file
+
+from .errors import ExportError
+
+RTX_TARGETS = ("SM75", "SM80", "SM86", "SM89", "SM120")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Batch, height, width at min / opt / max."""
+
+    min: tuple[int, int, int] = (1, 256, 256)
+    opt: tuple[int, int, int] = (1, 720, 1280)
+    max: tuple[int, int, int] = (4, 1088, 1920)
+
+    def validate(self) -> None:
+        for i, axis in enumerate(("batch", "height", "width")):
+            if not self.min[i] <= self.opt[i] <= self.max[i]:
+                raise ExportError(f"profile {axis}: need min <= opt <= max, got "
+                                  f"{self.min[i]} / {self.opt[i]} / {self.max[i]}")
+        if min(self.min[1:]) < 33:
+            raise ExportError(f"profile min {self.min}: frames must be at least 33 x 33")
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """'1x720x1280' -> (1, 720, 1280)."""
+    try:
+        batch, height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ExportError(f"shape {text!r}: expected BATCHxHEIGHTxWIDTH, e.g. 1x720x1280") from None
+    if min(batch, height, width) < 1:
+        raise ExportError(f"shape {text!r}: every dimension must be positive")
+    return batch, height, width
+
+
+def import_tensorrt(prefer: str | None = None) -> tuple[ModuleType, str]:
+    """(module, flavour): full TensorRT when importable, else TensorRT-RTX."""
+    names = [prefer] if prefer else ["tensorrt", "tensorrt_rtx"]
+    for name in names:
+        try:
+            return importlib.import_module(name), name
+        except ImportError:
+            continue
+    raise ExportError(f"none of {', '.join(names)} is importable; install tensorrt-rtx-cu13 (any machine) "
+                      "or TensorRT from NVIDIA's index (GPU machines)")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    profile: Profile = Profile()
+    workspace_gib: float = 4.0
+    optimization_level: int = 3
+    compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX only; () = the current GPU or all targets
+
+    def key(self, onnx_sha: str, flavour: str, version: str) -> str:
+        blob = json.dumps({"onnx": onnx_sha, "flavour": flavour, "version": version, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _network_flags(trt: ModuleType, flavour: str) -> int:
+    major = int(trt.__version__.split(".")[0])
+    if flavour == "tensorrt" and major < 11:
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return 0  # TensorRT 11 and TensorRT-RTX networks are strongly typed
+
+
+def _has_gpu() -> bool:
+    try:
+        from cuda.bindings import runtime as cudart
+
+        err, count = cudart.cudaGetDeviceCount()
+        return int(err) == 0 and count > 0
+    except ImportError:
+        return False
+
+
+def layer_precisions(network) -> dict:
+    """Output types of the compute layers of a parsed network: the precision it will run in."""
+    compute = {"CONVOLUTION", "DECONVOLUTION", "MATRIX_MULTIPLY", "NORMALIZATION", "SOFTMAX", "REDUCE"}
+    by_type: dict[str, dict[str, int]] = {}
+    fp32_layers = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        kind = str(layer.type).split(".")[-1]
+        if kind not in compute:
+            continue
+        dtype = str(layer.get_output_type(0)).split(".")[-1]
+        by_type.setdefault(kind, {}).setdefault(dtype, 0)
+        by_type[kind][dtype] += 1
+        if dtype == "FLOAT":
+            fp32_layers.append(layer.name)
+    return {"by_type": by_type, "fp32_layers": fp32_layers}
+
+
+def parse_onnx(trt: ModuleType, flavour: str, onnx_path: Path, logger):
+    builder = trt.Builder(logger)
+    network = builder.create_network(_network_flags(trt, flavour))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
+        raise ExportError(f"{onnx_path}: TensorRT could not parse the model: {errors}")
+    return builder, network, parser
+
+
+def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildOptions = BuildOptions(),
+                 precision: str = "fp16", fp32_nodes: list[str] | None = None, checkpoint_sha256: str | None = None,
+                 prefer: str | None = None) -> dict:
+    """Build, write the plan and its manifest; return the manifest."""
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    if not onnx_path.is_file():
+        raise ExportError(f"{onnx_path}: no such ONNX file")
+    options.profile.validate()
+    trt, flavour = import_tensorrt(prefer)
+    logger = trt.Logger(trt.Logger.WARNING)
+    started = time.perf_counter()
+    builder, network, _parser = parse_onnx(trt, flavour, onnx_path, logger)
+    precisions = layer_precisions(network)
+    tensor_in, tensor_out = network.get_input(0), network.get_output(0)
+    frames_io = tuple(tensor_in.shape)[-1] == 3
+
+    def dims(shape: tuple[int, int, int]) -> tuple[int, ...]:
+        batch, height, width = shape
+        return (batch, height, width, 3) if frames_io else (batch, 3, height, width)
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gib * (1 << 30)))
+    config.builder_optimization_level = options.optimization_level
+    profile = builder.create_optimization_profile()
+    prof = options.profile
+    profile.set_shape(tensor_in.name, dims(prof.min), dims(prof.opt), dims(prof.max))
+    config.add_optimization_profile(profile)
+
+    cache_file = None
+    targets: list[str]
+    if flavour == "tensorrt_rtx":
+        targets = list(options.compute_capabilities) or (["current"] if _has_gpu() else list(RTX_TARGETS))
+        config.num_compute_capabilities = len(targets)
+        for i, target in enumerate(targets):
+            try:
+                config.set_compute_capability(getattr(trt.ComputeCapability, target.upper()), i)
+            except AttributeError:
+                raise ExportError(f"compute capability {target!r} unknown to TensorRT-RTX; "
+                                  f"choose from {', '.join(RTX_TARGETS)} or 'current'") from None
+        # TensorRT-RTX compiles kernels just in time on first run; the runtime keeps them here.
+        cache_file = engine_path.with_suffix(".runtime.cache")
+    else:
+        targets = ["current"]
+        cache_file = engine_path.with_suffix(".timing.cache")
+        cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(f"{onnx_path}: {flavour} failed to build an engine (see the log above)")
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = engine_path.with_suffix(".plan.tmp")
+    tmp.write_bytes(serialized)
+    os.replace(tmp, engine_path)
+    if flavour == "tensorrt":
+        cache_file.write_bytes(config.get_timing_cache().serialize())
+    build_seconds = time.perf_counter() - started
+
+    onnx_sha = sha256_file(onnx_path)
+    manifest = {
+        "format": "kanet-engine-manifest",
+        "version": 1,
+        "engine": {"path": str(engine_path), "sha256": sha256_file(engine_path), "bytes": engine_path.stat().st_size},
+        "checkpoint": {"sha256": checkpoint_sha256},
+        "onnx": {"path": str(onnx_path), "sha256": onnx_sha},
+        "cache_key": options.key(onnx_sha, flavour, trt.__version__),
+        "precision": precision,
+        "fp32_nodes": fp32_nodes or [],
+        "layer_precisions": precisions,
+        "io": {
+            "input": {"name": tensor_in.name, "dtype": str(tensor_in.dtype).split(".")[-1],
+                      "layout": "NHWC BGR" if frames_io else "NCHW RGB [-1, 1]"},
+            "output": {"name": tensor_out.name, "dtype": str(tensor_out.dtype).split(".")[-1],
+                       "layout": "NHWC BGR" if frames_io else "NCHW RGB [0, 1]"},
+        },
+        "profiles": [{"min": list(prof.min), "opt": list(prof.opt), "max": list(prof.max), "axes": "batch,height,width"}],
+        "tensorrt": {"flavour": flavour, "version": trt.__version__},
+        "targets": {"compute_capabilities": targets},
+        "builder": {"workspace_gib": options.workspace_gib, "optimization_level": options.optimization_level,
+                    "strongly_typed": True, "cache_file": str(cache_file)},
+        "build_seconds": round(build_seconds, 2),
+        "host": {"name": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version()},
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    manifest_path(engine_path).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def cached_engine(cache_dir: str | Path, onnx_path: str | Path, options: BuildOptions, prefer: str | None = None) -> Path | None:
+    """An engine in cache_dir built from the same ONNX with the same options and TensorRT, if intact."""
+    trt, flavour = import_tensorrt(prefer)
+    key = options.key(sha256_file(onnx_path), flavour, trt.__version__)
+    for manifest_file in sorted(Path(cache_dir).glob("*.json")):
+        try:
+            manifest = json.loads(manifest_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if manifest.get("cache_key") != key:
+            continue
+        plan = manifest_file.with_suffix(".plan")
+        if plan.is_file() and sha256_file(plan) == manifest["engine"]["sha256"]:
+            return plan
+    return None

@@ -1,0 +1,2 @@
+class ExportError(Exception):
+    """An export step failed because of its input or options; the message says which and why."""

@@ -1,0 +1,143 @@
+"""`kanet parity`: PyTorch FP32 against the exported models, on random and real frames.
+
+Candidates run through Polygraphy's runners (ONNX Runtime here; TensorRT where a
+GPU and TensorRT are present); the metrics are computed on their outputs.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import torch
+from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+
+from training import KANet
+
+from .errors import ExportError
+from .wrappers import FrameIO
+
+DEFAULT_SIZES = ((1, 96, 128), (2, 75, 101), (1, 130, 66))
+PHOTO_LONG_SIDE = 181  # not a multiple of 16, small enough for a CPU run
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    fp32_max_abs: float = 1e-4        # on [0, 1] tensors (tensor I/O)
+    fp32_within_1: float = 1.0        # share of 8-bit values within 1 step
+    fp16_psnr_db: float = 45.0
+    fp16_within_2: float = 0.99
+
+
+def frame_cases(sizes=DEFAULT_SIZES, photos: Path | None = None, seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """(name, uint8 N x H x W x 3 BGR) pairs: random frames of each size, then real photographs."""
+    rng = np.random.default_rng(seed)
+    cases = [(f"random_{n}x{h}x{w}", rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)) for n, h, w in sizes]
+    if photos is not None:
+        images = []
+        for path in sorted(Path(photos).glob("*.png")):
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                raise ExportError(f"{path}: not a readable image")
+            scale = PHOTO_LONG_SIDE / max(image.shape[:2])
+            image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+                               interpolation=cv2.INTER_AREA)
+            cases.append((f"photo_{path.stem}", image[None]))
+            images.append(image)
+        same = [im for im in images if im.shape == images[0].shape] if images else []
+        if len(same) >= 2:
+            cases.append(("photo_batch", np.stack(same[:2])))
+    return cases
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """Metrics between two outputs in [0, 1] (float) or 8-bit (uint8) units."""
+    scale = 255.0 if reference.dtype == np.uint8 else 1.0
+    ref = reference.astype(np.float64) / scale
+    cand = candidate.astype(np.float64) / scale
+    nonfinite = int(np.size(cand) - np.isfinite(cand).sum())
+    diff = np.abs(np.nan_to_num(cand, nan=1e9) - ref)
+    mse = float(np.mean(diff ** 2))
+    steps = np.abs(np.round(np.clip(np.nan_to_num(cand), 0, 1) * 255) - np.round(ref * 255))
+    return {
+        "max_abs": float(diff.max()),
+        "mean_abs": float(diff.mean()),
+        "psnr_db": float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse)),
+        "within_1_step": float(np.mean(steps <= 1)),
+        "within_2_steps": float(np.mean(steps <= 2)),
+        "nonfinite": nonfinite,
+    }
+
+
+def _input(path: Path) -> tuple[str, str]:
+    """(input name, 'frames' or 'tensor') of an exported model."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    kind = "frames" if graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8 else "tensor"
+    return graph.input[0].name, kind
+
+
+def _to_tensor_input(frames: np.ndarray) -> np.ndarray:
+    rgb = frames[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32)
+    return rgb * np.float32(2.0 / 255.0) - np.float32(1.0)
+
+
+def check(metrics: dict, precision: str, io: str, limits: Thresholds) -> list[str]:
+    """Names of the thresholds this pair fails."""
+    failures = []
+    if metrics["nonfinite"]:
+        failures.append(f"{metrics['nonfinite']} NaN/Inf values")
+    if precision == "fp32":
+        if io == "tensor" and metrics["max_abs"] > limits.fp32_max_abs:
+            failures.append(f"max |diff| {metrics['max_abs']:.2e} > {limits.fp32_max_abs:.0e}")
+        if metrics["within_1_step"] < limits.fp32_within_1:
+            failures.append(f"{metrics['within_1_step']:.4%} of 8-bit values within 1 step < {limits.fp32_within_1:.0%}")
+    else:
+        if metrics["psnr_db"] < limits.fp16_psnr_db:
+            failures.append(f"PSNR {metrics['psnr_db']:.1f} dB < {limits.fp16_psnr_db} dB")
+        if metrics["within_2_steps"] < limits.fp16_within_2:
+            failures.append(f"{metrics['within_2_steps']:.4%} of 8-bit values within 2 steps < {limits.fp16_within_2:.0%}")
+    return failures
+
+
+def run_parity(model: KANet, candidates: dict[str, tuple[Path, str]], cases: list[tuple[str, np.ndarray]],
+               limits: Thresholds = Thresholds(), progress=None) -> dict:
+    """candidates: label -> (ONNX path, precision). Returns the report; report['passed'] says it all."""
+    frame_model = FrameIO(model).eval()
+    results = []
+    runners = {}
+    try:
+        for label, (path, precision) in candidates.items():
+            if not Path(path).is_file():
+                raise ExportError(f"{path}: no such model file")
+            runner = OnnxrtRunner(SessionFromOnnx(str(path), providers=["CPUExecutionProvider"]))
+            runner.activate()
+            runners[label] = (runner, *_input(Path(path)), precision)
+        for case_name, frames in cases:
+            with torch.no_grad():
+                ref_frames = frame_model(torch.from_numpy(frames)).numpy()
+                tensor_in = _to_tensor_input(frames)
+                ref_tensor = model.dehaze(torch.from_numpy(tensor_in)).numpy()
+            for label, (runner, name, io, precision) in runners.items():
+                feed = frames if io == "frames" else tensor_in
+                output = next(iter(runner.infer({name: feed}).values()))
+                metrics = compare(ref_frames if io == "frames" else ref_tensor, np.asarray(output))
+                failures = check(metrics, precision, io, limits)
+                results.append({"case": case_name, "shape": list(frames.shape), "candidate": label, "io": io,
+                                "precision": precision, **metrics, "failures": failures})
+                if progress is not None:
+                    progress.update(1)
+    finally:
+        for runner, *_ in runners.values():
+            runner.deactivate()
+    return {"reference": "PyTorch FP32 (KANet.dehaze / FrameIO)", "thresholds": asdict(limits),
+            "results": results, "passed": all(not r["failures"] for r in results)}
+
+
+def write_report(report: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=float))
+    return path

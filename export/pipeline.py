@@ -1,0 +1,67 @@
+"""`kanet export`: checkpoint -> FP32 ONNX -> FP16 ONNX -> engine + manifest, with an engine cache."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from runtime.manifest import manifest_path, sha256_file
+from training import CheckpointError, load_checkpoint
+
+from .engine import BuildOptions, build_engine, cached_engine, import_tensorrt
+from .errors import ExportError
+from .fp16 import convert_fp16
+from .onnx_export import DEFAULT_OPSET, export_onnx
+
+DEFAULT_CACHE = Path("engines") / "cache"
+
+
+def engine_from_onnx(onnx_path: Path, out_dir: Path, options: BuildOptions, cache_dir: Path,
+                     precision: str, fp32_nodes: list[str], checkpoint_sha256: str | None = None) -> dict:
+    """The engine for onnx_path in out_dir: reused from cache_dir when inputs and options match."""
+    options.profile.validate()
+    trt, flavour = import_tensorrt()
+    target = out_dir / f"kanet_{precision}.plan"
+    hit = cached_engine(cache_dir, onnx_path, options)
+    if hit is None:
+        key = options.key(sha256_file(onnx_path), flavour, trt.__version__)
+        hit = cache_dir / f"kanet_{precision}_{key[:16]}.plan"
+        build_engine(onnx_path, hit, options, precision, fp32_nodes, checkpoint_sha256)
+        reused = False
+    else:
+        reused = True
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(hit, target)
+    manifest = json.loads(manifest_path(hit).read_text())
+    manifest["engine"]["path"] = str(target)
+    manifest["engine"]["cached_copy"] = str(hit)
+    manifest_path(target).write_text(json.dumps(manifest, indent=2))
+    manifest["reused_from_cache"] = reused
+    return manifest
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, io: str = "frames", precision: str = "fp16",
+                      opset: int = DEFAULT_OPSET, options: BuildOptions = BuildOptions(),
+                      cache_dir: str | Path = DEFAULT_CACHE, engine: bool = True, simplify: bool = True) -> dict:
+    if precision not in ("fp16", "fp32"):
+        raise ExportError(f"--precision must be fp16 or fp32, got {precision!r}")
+    out_dir = Path(out_dir)
+    options.profile.validate()
+    try:
+        model = load_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fp32_path, fp16_path = out_dir / "kanet_fp32.onnx", out_dir / "kanet_fp16.onnx"
+    summary = {"checkpoint": {"path": str(checkpoint), "sha256": sha256_file(checkpoint)}}
+    summary["onnx_fp32"] = export_onnx(model, fp32_path, io=io, opset=opset, simplify=simplify)
+    fp16 = convert_fp16(fp32_path, fp16_path)
+    summary["onnx_fp16"] = {k: v for k, v in fp16.items() if k != "fp32_nodes"}
+    summary["fp32_nodes"] = fp16["fp32_nodes"]
+    if engine:
+        source = fp16_path if precision == "fp16" else fp32_path
+        kept = sorted(fp16["fp32_nodes"]) if precision == "fp16" else []
+        summary["engine"] = engine_from_onnx(source, out_dir, options, Path(cache_dir), precision, kept,
+                                             summary["checkpoint"]["sha256"])
+    (out_dir / "export.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,27 @@
+"""Engine-build flags shared by `kanet export` and `kanet build`."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_build_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine build")
+    group.add_argument("--min", default="1x256x256", metavar="NxHxW", help="smallest batch x height x width (default 1x256x256)")
+    group.add_argument("--opt", default="1x720x1280", metavar="NxHxW", help="shape tuned for (default 1x720x1280)")
+    group.add_argument("--max", default="4x1088x1920", metavar="NxHxW", help="largest batch x height x width (default 4x1088x1920)")
+    group.add_argument("--workspace", type=float, default=4.0, metavar="GiB", help="builder workspace limit (default 4)")
+    group.add_argument("--opt-level", type=int, default=3, choices=range(6), metavar="0-5",
+                       help="builder optimisation level (default 3)")
+    group.add_argument("--compute-capability", action="append", default=[], metavar="SMxx",
+                       help="TensorRT-RTX target (repeatable): SM75, SM80, SM86, SM89, SM120 or 'current'; "
+                            "default: the current GPU, or all targets on a machine without one")
+    group.add_argument("--cache", default="engines/cache", metavar="DIR",
+                       help="engine cache: same ONNX + options + TensorRT reuse the engine (default engines/cache)")
+
+
+def build_options(args: argparse.Namespace):
+    from export.engine import BuildOptions, Profile, parse_shape
+
+    profile = Profile(parse_shape(args.min), parse_shape(args.opt), parse_shape(args.max))
+    profile.validate()
+    return BuildOptions(profile, args.workspace, args.opt_level, tuple(args.compute_capability))

@@ -1,0 +1,48 @@
+"""`kanet export CHECKPOINT --out DIR`: FP32 ONNX, FP16 ONNX, engine and manifest."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from kanet.cli import UserError
+
+from ._profile import add_build_arguments, build_options
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("writes DIR/kanet_fp32.onnx, DIR/kanet_fp16.onnx, DIR/kanet_<precision>.plan with its "
+                     "manifest DIR/kanet_<precision>.json, and DIR/export.json (FP32-kept nodes and why). "
+                     "Build an engine alone from an ONNX with `kanet build`.")
+    parser.add_argument("checkpoint", help="official KA-Net checkpoint, one of ours, or a bare state_dict")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--io", choices=("frames", "tensor"), default="frames",
+                        help="frames: uint8 NxHxWx3 BGR in and out, all processing in the graph (default); "
+                             "tensor: float32 NCHW RGB [-1, 1] in, [0, 1] out")
+    parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="engine precision (default fp16)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
+    parser.add_argument("--no-engine", action="store_true", help="stop after the two ONNX files")
+    parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim simplification")
+    add_build_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from export import ExportError
+    from export.pipeline import export_checkpoint
+
+    try:
+        options = build_options(args)
+        summary = export_checkpoint(args.checkpoint, args.out, io=args.io, precision=args.precision,
+                                    opset=args.opset, options=options, cache_dir=args.cache,
+                                    engine=not args.no_engine, simplify=not args.no_simplify)
+    except ExportError as exc:
+        raise UserError(str(exc)) from None
+    print(f"FP32 ONNX  {summary['onnx_fp32']['path']}  (attention chains Q-scaled: "
+          f"{summary['onnx_fp32']['attention']['q_scaled_chains']}/{summary['onnx_fp32']['attention']['softmax_chains']})")
+    print(f"FP16 ONNX  {summary['onnx_fp16']['path']}  ({len(summary['fp32_nodes'])} nodes kept FP32: "
+          f"{json.dumps(summary['onnx_fp16']['fp32_by_reason'])})")
+    if "engine" in summary:
+        engine = summary["engine"]
+        how = "reused from cache" if engine["reused_from_cache"] else f"built in {engine['build_seconds']} s"
+        print(f"engine     {engine['engine']['path']}  ({engine['tensorrt']['flavour']} {engine['tensorrt']['version']}, "
+              f"{engine['engine']['bytes'] / 2**20:.0f} MiB, {how}; targets {','.join(engine['targets']['compute_capabilities'])})")
+    return 0

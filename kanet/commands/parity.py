@@ -1,0 +1,55 @@
+"""`kanet parity CHECKPOINT --onnx ...`: exported models against PyTorch FP32."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from kanet.cli import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = "exits 1 when any threshold fails, 2 on bad input. Report: JSON at --report."
+    parser.add_argument("checkpoint", help="the checkpoint the models were exported from (the FP32 reference)")
+    parser.add_argument("--onnx", action="append", default=[], metavar="PATH",
+                        help="model to check (repeatable); precision read from the name (fp16 if it says so)")
+    parser.add_argument("--export-dir", metavar="DIR", help="check DIR/kanet_fp32.onnx and DIR/kanet_fp16.onnx")
+    parser.add_argument("--photos", default="samples", metavar="DIR",
+                        help="real photographs to include (default: the bundled samples/)")
+    parser.add_argument("--report", default="parity.json", metavar="FILE", help="JSON report (default parity.json)")
+    parser.add_argument("--fp32-max-abs", type=float, default=1e-4, help="FP32 max |diff| on [0, 1] (default 1e-4)")
+    parser.add_argument("--fp16-psnr", type=float, default=45.0, help="FP16 minimum PSNR in dB (default 45)")
+    parser.add_argument("--fp16-within-2", type=float, default=0.99,
+                        help="FP16 minimum share of 8-bit values within 2 steps (default 0.99)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from export import ExportError
+    from export.parity import Thresholds, frame_cases, run_parity, write_report
+    from training import CheckpointError, load_checkpoint
+
+    paths = [Path(p) for p in args.onnx]
+    if args.export_dir:
+        paths += [Path(args.export_dir) / "kanet_fp32.onnx", Path(args.export_dir) / "kanet_fp16.onnx"]
+    if not paths:
+        raise UserError("nothing to check: give --onnx PATH or --export-dir DIR")
+    candidates = {p.stem: (p, "fp16" if "fp16" in p.stem else "fp32") for p in paths}
+    photos = Path(args.photos) if args.photos else None
+    if photos is not None and not photos.is_dir():
+        raise UserError(f"{photos}: no such folder of photographs")
+    limits = Thresholds(fp32_max_abs=args.fp32_max_abs, fp16_psnr_db=args.fp16_psnr, fp16_within_2=args.fp16_within_2)
+    try:
+        model = load_checkpoint(args.checkpoint)
+        cases = frame_cases(photos=photos)
+        with tqdm(total=len(cases) * len(candidates), desc="parity", unit="check") as bar:
+            report = run_parity(model, candidates, cases, limits, progress=bar)
+    except (CheckpointError, ExportError) as exc:
+        raise UserError(str(exc)) from None
+    write_report(report, args.report)
+    print(f"{'case':24s} {'model':16s} {'max|d|':>9s} {'mean|d|':>9s} {'PSNR':>7s} {'<=1':>8s} {'<=2':>8s}  result")
+    for r in report["results"]:
+        print(f"{r['case']:24s} {r['candidate']:16s} {r['max_abs']:9.2e} {r['mean_abs']:9.2e} {r['psnr_db']:7.1f} "
+              f"{r['within_1_step']:8.4%} {r['within_2_steps']:8.4%}  {'; '.join(r['failures']) or 'ok'}")
+    print(f"{'PASSED' if report['passed'] else 'FAILED'}; report written to {args.report}")
+    return 0 if report["passed"] else 1

@@ -1,0 +1,247 @@
+"""Export: checkpoint -> ONNX -> FP16 ONNX -> TensorRT-RTX engine + manifest, cache, parity, bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from conftest import REPO, SAMPLES
+from export import ExportError
+from export.engine import BuildOptions, Profile, import_tensorrt
+from export.parity import Thresholds, compare, frame_cases, run_parity
+from export.pipeline import engine_from_onnx, export_checkpoint
+from export.wrappers import FrameIO
+from runtime.manifest import incompatibility, read_manifest, sha256_file
+from training import save_checkpoint
+
+SMALL = BuildOptions(Profile((1, 64, 64), (1, 96, 128), (2, 128, 160)), compute_capabilities=("SM89",))
+
+
+@pytest.fixture(scope="session")
+def checkpoint(model, tmp_path_factory) -> Path:
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "kanet.pt")
+
+
+@pytest.fixture(scope="session")
+def exported(checkpoint, tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("export")
+    summary = export_checkpoint(checkpoint, root / "out", options=SMALL, cache_dir=root / "cache")
+    return {"dir": root / "out", "cache": root / "cache", "summary": summary}
+
+
+@pytest.fixture(scope="session")
+def tensor_onnx(checkpoint, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tensor")
+    export_checkpoint(checkpoint, out, io="tensor", engine=False)
+    return out / "kanet_fp32.onnx"
+
+
+def _graph(path: Path) -> onnx.ModelProto:
+    return onnx.load(str(path))
+
+
+def test_fp32_onnx_structure(exported):
+    model = _graph(exported["dir"] / "kanet_fp32.onnx")
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("LayerNormalization") == 53  # every LayerNorm is one node
+    assert not {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike"} & set(ops)
+    (inp,), (out,) = model.graph.input, model.graph.output  # z is not an output
+    assert (inp.name, out.name) == ("frames", "dehazed")
+    assert inp.type.tensor_type.elem_type == out.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert dims == ["batch", "height", "width", 3]
+    onnx.checker.check_model(model, full_check=True)
+    attention = exported["summary"]["onnx_fp32"]["attention"]
+    assert attention == {"softmax_chains": 14, "q_scaled_chains": 14}
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 80), (2, 50, 77), (1, 100, 47), (3, 33, 65)])
+def test_fp32_frames_onnx_matches_pytorch(model, exported, shape):
+    frames = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    session = ort.InferenceSession(str(exported["dir"] / "kanet_fp32.onnx"), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"frames": frames})[0]
+    with torch.no_grad():
+        ref = FrameIO(model).eval()(torch.from_numpy(frames)).numpy()
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("shape", [(1, 48, 64), (2, 61, 90)])
+def test_fp32_tensor_onnx_matches_pytorch(model, tensor_onnx, shape):
+    x = np.random.default_rng(shape[1]).uniform(-1, 1, (shape[0], 3, *shape[1:])).astype(np.float32)
+    session = ort.InferenceSession(str(tensor_onnx), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"input": x})[0]
+    with torch.no_grad():
+        ref = model.dehaze(torch.from_numpy(x)).numpy()
+    assert out.shape == x.shape
+    assert np.abs(out - ref).max() <= 1e-4
+
+
+def test_fp16_onnx_keeps_sensitive_ops_in_fp32(exported):
+    model = onnx.shape_inference.infer_shapes(_graph(exported["dir"] / "kanet_fp16.onnx"))
+    types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.input]}
+    types.update({i.name: i.data_type for i in model.graph.initializer})
+    by_op: dict[str, set[int]] = {}
+    for node in model.graph.node:
+        by_op.setdefault(node.op_type, set()).add(types.get(node.input[0]))
+    for op in ("LayerNormalization", "Softmax", "ReduceMean", "Cos"):
+        assert by_op[op] == {onnx.TensorProto.FLOAT}, op
+    assert by_op["MatMul"] == {onnx.TensorProto.FLOAT16}
+    assert exported["summary"]["onnx_fp16"]["fp16_compute_nodes"] >= 170
+    reasons = set(exported["summary"]["fp32_nodes"].values())
+    assert any("LayerNorm" in r or "mean/variance" in r for r in reasons)
+
+
+def test_engine_and_manifest(exported):
+    plan = exported["dir"] / "kanet_fp16.plan"
+    manifest = read_manifest(plan)
+    assert manifest["engine"]["sha256"] == sha256_file(plan)
+    assert plan.read_bytes()[:1] != b"{"  # pure plan: metadata lives in the sidecar
+    assert manifest["onnx"]["sha256"] == sha256_file(exported["dir"] / "kanet_fp16.onnx")
+    assert manifest["precision"] == "fp16" and manifest["targets"]["compute_capabilities"] == ["SM89"]
+    assert manifest["io"]["input"] == {"name": "frames", "dtype": "UINT8", "layout": "NHWC BGR"}
+    assert manifest["profiles"][0]["max"] == [2, 128, 160]
+    trt, flavour = import_tensorrt()
+    assert manifest["tensorrt"] == {"flavour": flavour, "version": trt.__version__}
+    assert manifest["fp32_nodes"] and manifest["builder"]["strongly_typed"]
+
+
+def test_engine_layers_fp16_except_kept_islands(exported):
+    precisions = read_manifest(exported["dir"] / "kanet_fp16.plan")["layer_precisions"]
+    by_type = precisions["by_type"]
+    assert set(by_type["MATRIX_MULTIPLY"]) == {"HALF"}
+    assert set(by_type["DECONVOLUTION"]) == {"HALF"}
+    assert by_type["CONVOLUTION"]["FLOAT"] == 3 and by_type["CONVOLUTION"]["HALF"] >= 60
+    assert set(by_type["NORMALIZATION"]) == set(by_type["SOFTMAX"]) == {"FLOAT"}
+    kept = set(exported["summary"]["fp32_nodes"])
+    assert all(name in kept for name in precisions["fp32_layers"]), "an FP32 layer outside the kept islands"
+
+
+def test_engine_cache_reuses_and_rebuilds(exported):
+    fp16 = exported["dir"] / "kanet_fp16.onnx"
+    again = engine_from_onnx(fp16, exported["dir"] / "again", SMALL, exported["cache"], "fp16", [])
+    assert again["reused_from_cache"]
+    changed = BuildOptions(SMALL.profile, SMALL.workspace_gib, 1, SMALL.compute_capabilities)
+    rebuilt = engine_from_onnx(fp16, exported["dir"] / "changed", changed, exported["cache"], "fp16", [])
+    assert not rebuilt["reused_from_cache"]
+    assert rebuilt["builder"]["optimization_level"] == 1
+
+
+def test_incompatible_engine_message_says_how_to_rebuild(exported):
+    manifest = read_manifest(exported["dir"] / "kanet_fp16.plan")
+    version_msg = incompatibility(manifest, "tensorrt", "10.9.0", None)
+    assert "tensorrt_rtx" in version_msg and "kanet build" in version_msg
+    gpu_msg = incompatibility(manifest, manifest["tensorrt"]["flavour"], manifest["tensorrt"]["version"], "SM120")
+    assert "SM89" in gpu_msg and "kanet build" in gpu_msg
+    assert incompatibility(manifest, manifest["tensorrt"]["flavour"], manifest["tensorrt"]["version"], "SM89") is None
+
+
+def test_parity_passes_fp32_and_fp16_on_random_and_real_frames(model, exported):
+    cases = frame_cases(photos=SAMPLES)
+    assert sum(name.startswith("photo_") for name, _ in cases) == 7
+    candidates = {"fp32": (exported["dir"] / "kanet_fp32.onnx", "fp32"), "fp16": (exported["dir"] / "kanet_fp16.onnx", "fp16")}
+    report = run_parity(model, candidates, cases)
+    assert report["passed"], [r for r in report["results"] if r["failures"]]
+    assert {r["candidate"] for r in report["results"]} == {"fp32", "fp16"}
+
+
+def test_parity_flags_a_model_that_differs(model, exported):
+    cases = frame_cases(sizes=((1, 64, 64),))
+    other = type(model)(rff_seed=123).eval()  # different weights: must fail FP32 parity
+    report = run_parity(other, {"fp32": (exported["dir"] / "kanet_fp32.onnx", "fp32")}, cases, Thresholds())
+    assert not report["passed"]
+
+
+def test_compare_metrics():
+    a = np.zeros((1, 4, 4, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0, 0] = 3
+    m = compare(a, b)
+    assert m["max_abs"] == pytest.approx(3 / 255) and m["within_1_step"] == pytest.approx(47 / 48)
+    assert compare(a.astype(np.float32), np.full(a.shape, np.nan, np.float32))["nonfinite"] == a.size
+
+
+def _kanet(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kanet", *args], capture_output=True, text=True, cwd=REPO)
+
+
+def test_cli_parity_on_export_dir(checkpoint, exported, tmp_path):
+    report = tmp_path / "parity.json"
+    result = _kanet("parity", str(checkpoint), "--export-dir", str(exported["dir"]), "--report", str(report))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASSED" in result.stdout
+    assert json.loads(report.read_text())["passed"]
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt", "layout", "profile", "opset"])
+def test_cli_export_bad_input_is_a_clear_error(model, tmp_path, problem):
+    ckpt = tmp_path / "model.pt"
+    args = ["--out", str(tmp_path / "out"), "--no-engine"]
+    if problem == "missing":
+        ckpt = tmp_path / "absent.pt"
+        expect = "absent.pt: no such checkpoint file"
+    elif problem == "corrupt":
+        ckpt.write_bytes(b"\x80garbage")
+        expect = "model.pt: not a readable PyTorch checkpoint"
+    elif problem == "layout":
+        torch.save({"model": {"conv.weight": torch.zeros(3)}}, ckpt)
+        expect = "does not match the KA-Net layout"
+    else:
+        torch.save(model.state_dict(), ckpt)
+        if problem == "profile":
+            args += ["--min", "1x512x512", "--max", "1x256x256"]
+            expect = "need min <= opt <= max"
+        else:
+            args += ["--opset", "16"]
+            expect = "opset 16 is not supported"
+    result = _kanet("export", str(ckpt), *args)
+    assert result.returncode == 2
+    assert expect in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "kanet_fp32.onnx").exists()
+
+
+def test_build_rejects_a_missing_onnx(tmp_path):
+    result = _kanet("build", str(tmp_path / "none.onnx"), "--out", str(tmp_path))
+    assert result.returncode == 2 and "none.onnx: no such ONNX file" in result.stderr
+
+
+@pytest.mark.gpu
+def test_engine_runs_on_gpu_and_matches_onnx(exported, tmp_path):
+    """Deserialise and run the engine on the GPU (TensorRT or TensorRT-RTX), against ONNX Runtime FP16."""
+    from cuda.bindings import runtime as cudart
+
+    trt, _ = import_tensorrt()
+    options = BuildOptions(SMALL.profile, compute_capabilities=("current",) if _ == "tensorrt_rtx" else ())
+    manifest = engine_from_onnx(exported["dir"] / "kanet_fp16.onnx", tmp_path, options, tmp_path / "cache", "fp16", [])
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(Path(manifest["engine"]["path"]).read_bytes())
+    assert engine is not None
+    context = engine.create_execution_context()
+    frames = np.random.default_rng(0).integers(0, 256, (2, 96, 120, 3), dtype=np.uint8)
+    context.set_input_shape("frames", frames.shape)
+    out = np.empty_like(frames)
+    _, d_in = cudart.cudaMalloc(frames.nbytes)
+    _, d_out = cudart.cudaMalloc(out.nbytes)
+    _, stream = cudart.cudaStreamCreate()
+    try:
+        cudart.cudaMemcpy(d_in, frames.ctypes.data, frames.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice)
+        context.set_tensor_address("frames", d_in)
+        context.set_tensor_address("dehazed", d_out)
+        assert context.execute_async_v3(stream)
+        cudart.cudaStreamSynchronize(stream)
+        cudart.cudaMemcpy(out.ctypes.data, d_out, out.nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost)
+    finally:
+        cudart.cudaFree(d_in)
+        cudart.cudaFree(d_out)
+    session = ort.InferenceSession(str(exported["dir"] / "kanet_fp32.onnx"), providers=["CPUExecutionProvider"])
+    ref = session.run(None, {"frames": frames})[0]
+    metrics = compare(ref, out)
+    assert metrics["nonfinite"] == 0 and metrics["psnr_db"] >= 45 and metrics["within_2_steps"] >= 0.99
