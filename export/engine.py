@@ -210,8 +210,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
     return manifest
 
 
-def cached_engine(cache_dir: str | Path, onnx_path: str | Path, options: BuildOptions, prefer: str | None = None) -> Path | None:
-    """An engine in cache_dir built from the same ONNX with the same options and TensorRT, if intact."""
+def cached_engine(cache_dir: str | Path, onnx_path: str | Path, options: BuildOptions,
+                  prefer: str | None = None) -> tuple[Path | None, str]:
+    """(engine in cache_dir built from the same ONNX, options and TensorRT if intact, else None; the cache key)."""
     trt, flavour = import_tensorrt(prefer)
     key = options.key(sha256_file(onnx_path), flavour, trt.__version__)
     for manifest_file in sorted(Path(cache_dir).glob("*.json")):
@@ -223,5 +224,5 @@ def cached_engine(cache_dir: str | Path, onnx_path: str | Path, options: BuildOp
             continue
         plan = manifest_file.with_suffix(".plan")
         if plan.is_file() and sha256_file(plan) == manifest["engine"]["sha256"]:
-            return plan
-    return None
+            return plan, key
+    return None, key

@@ -8,7 +8,7 @@ from pathlib import Path
 from runtime.manifest import manifest_path, sha256_file
 from training import CheckpointError, load_checkpoint
 
-from .engine import BuildOptions, build_engine, cached_engine, import_tensorrt
+from .engine import BuildOptions, build_engine, cached_engine
 from .errors import ExportError
 from .fp16 import convert_fp16
 from .onnx_export import DEFAULT_OPSET, export_onnx
@@ -20,11 +20,9 @@ def engine_from_onnx(onnx_path: Path, out_dir: Path, options: BuildOptions, cach
                      precision: str, fp32_nodes: list[str], checkpoint_sha256: str | None = None) -> dict:
     """The engine for onnx_path in out_dir: reused from cache_dir when inputs and options match."""
     options.profile.validate()
-    trt, flavour = import_tensorrt()
     target = out_dir / f"kanet_{precision}.plan"
-    hit = cached_engine(cache_dir, onnx_path, options)
+    hit, key = cached_engine(cache_dir, onnx_path, options)
     if hit is None:
-        key = options.key(sha256_file(onnx_path), flavour, trt.__version__)
         hit = cache_dir / f"kanet_{precision}_{key[:16]}.plan"
         build_engine(onnx_path, hit, options, precision, fp32_nodes, checkpoint_sha256)
         reused = False
