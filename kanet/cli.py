@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("kanet.commands.export", "checkpoint -> FP32 ONNX -> FP16 ONNX -> TensorRT/TensorRT-RTX engine + manifest"),
     "build": ("kanet.commands.build", "build an engine (and manifest) from an exported ONNX file"),
     "parity": ("kanet.commands.parity", "compare exported models with PyTorch FP32 on random and real frames"),
+    "eval": ("kanet.commands.eval", "score dehazing quality (PSNR/SSIM, haze density, contrast, colour) next to the dark channel prior"),
 }
 
 

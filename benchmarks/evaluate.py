@@ -1,0 +1,156 @@
+"""Score dehazing methods side by side on a folder of hazy images (and clear references if any).
+
+A method is a function from a uint8 BGR frame to a uint8 BGR frame: the hazy input itself
+(the do-nothing baseline), the dark channel prior, a KA-Net model through the runtime, or
+outputs another tool wrote to a folder. Every method sees the same frames, so the table
+compares like with like.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from benchmarks.quality import FULL_REFERENCE, NO_REFERENCE, full_reference_scores, no_reference_scores
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+Method = Callable[[np.ndarray, str], np.ndarray]  # (hazy frame, image name) -> output frame
+
+
+class EvalError(Exception):
+    """Bad evaluation input (missing folder, unreadable references); names the path."""
+
+
+@dataclass
+class EvalReport:
+    images: list[dict] = field(default_factory=list)   # {"name", "method", scores...}
+    skipped: list[dict] = field(default_factory=list)  # {"name", "reason"}
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def means(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for method in dict.fromkeys(r["method"] for r in self.images):
+            rows = [r for r in self.images if r["method"] == method]
+            keys = [k for k in (*FULL_REFERENCE, *NO_REFERENCE) if k in rows[0]]
+            out[method] = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+        return out
+
+    def to_json(self) -> dict:
+        return {"means": self.means(), "images": self.images, "skipped": self.skipped,
+                "seconds_per_image": {m: s / max(1, self.count(m)) for m, s in self.seconds.items()}}
+
+    def count(self, method: str) -> int:
+        return sum(r["method"] == method for r in self.images)
+
+
+def list_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise EvalError(f"{folder}: no such folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise EvalError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def find_reference(name: str, folder: Path) -> Path | None:
+    """The clear image for hazy `name`: same stem, or the part before the first '_'
+    (the RESIDE / synthetic naming `0001_0.8_0.2.jpg` -> `0001.png`)."""
+    for stem in dict.fromkeys((Path(name).stem, Path(name).stem.split("_")[0])):
+        for suffix in IMAGE_SUFFIXES:
+            if (folder / (stem + suffix)).is_file():
+                return folder / (stem + suffix)
+    return None
+
+
+def read_image(path: Path) -> np.ndarray | None:
+    return cv2.imread(str(path), cv2.IMREAD_COLOR)
+
+
+def fit_long_side(frame: np.ndarray, max_side: int | None) -> np.ndarray:
+    h, w = frame.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return frame
+    scale = max_side / max(h, w)
+    return cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+
+
+def folder_method(folder: Path) -> Method:
+    """Outputs written by another tool: looked up by the hazy image's stem."""
+    def load(hazy: np.ndarray, name: str) -> np.ndarray:
+        path = find_reference(name, folder)
+        image = read_image(path) if path else None
+        if image is None:
+            raise EvalError(f"{folder}: no readable output for {name}")
+        return cv2.resize(image, hazy.shape[1::-1], interpolation=cv2.INTER_AREA) \
+            if image.shape != hazy.shape else image
+    return load
+
+
+def evaluate(hazy_dir: Path, methods: dict[str, Method], clear_dir: Path | None = None,
+             save_dir: Path | None = None, max_side: int | None = None,
+             progress: Callable[[], None] | None = None, names: Iterable[str] | None = None) -> EvalReport:
+    """Run every method on every readable hazy image; unreadable images are skipped and listed."""
+    report = EvalReport()
+    files = list_images(hazy_dir)
+    if names is not None:
+        wanted = set(names)
+        files = [f for f in files if f.name in wanted]
+    if clear_dir is not None and not clear_dir.is_dir():
+        raise EvalError(f"{clear_dir}: no such folder")
+    for path in files:
+        hazy, reference, reason = read_image(path), None, None
+        if hazy is None:
+            reason = "not a readable image"
+        elif clear_dir is not None:
+            ref_path = find_reference(path.name, clear_dir)
+            reference = read_image(ref_path) if ref_path else None
+            if reference is None:
+                reason = f"no readable clear image in {clear_dir}"
+        if reason:
+            report.skipped.append({"name": path.name, "reason": reason})
+            if progress:
+                progress()
+            continue
+        if reference is not None and reference.shape != hazy.shape:
+            reference = cv2.resize(reference, hazy.shape[1::-1], interpolation=cv2.INTER_AREA)
+        hazy = fit_long_side(hazy, max_side)
+        if reference is not None:
+            reference = fit_long_side(reference, max_side)
+        for method, fn in methods.items():
+            start = time.perf_counter()
+            output = fn(hazy, path.name)
+            report.seconds[method] = report.seconds.get(method, 0.0) + time.perf_counter() - start
+            row = {"name": path.name, "method": method, **no_reference_scores(output)}
+            if reference is not None:
+                row.update(full_reference_scores(output, reference))
+            report.images.append(row)
+            if save_dir is not None:
+                (save_dir / method).mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(save_dir / method / (path.stem + ".png")), output)
+        if progress:
+            progress()
+    return report
+
+
+def markdown_table(report: EvalReport, title: str) -> str:
+    means = report.means()
+    if not means:
+        return f"## {title}\n\nNo image could be scored.\n"
+    keys = [k for k in (*FULL_REFERENCE, *NO_REFERENCE) if k in next(iter(means.values()))]
+    arrows = {"psnr_db": "PSNR dB ↑", "ssim": "SSIM ↑", "haze_density": "haze density ↓",
+              "local_contrast": "local contrast ↑", "colourfulness": "colourfulness ↑"}
+    per_image = report.to_json()["seconds_per_image"]
+    lines = [f"## {title}", "", f"{report.count(next(iter(means)))} images; mean over images.", "",
+             "| method | " + " | ".join(arrows[k] for k in keys) + " | s / image |",
+             "| --- |" + " ---: |" * (len(keys) + 1)]
+    for method, scores in means.items():
+        cells = [f"{scores[k]:.2f}" if k == "psnr_db" else f"{scores[k]:.4f}" if k != "colourfulness"
+                 else f"{scores[k]:.1f}" for k in keys]
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {per_image.get(method, 0.0):.3f} |")
+    if report.skipped:
+        lines += ["", "Skipped: " + "; ".join(f"{s['name']} ({s['reason']})" for s in report.skipped)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,112 @@
+"""Quality scores, the dark channel prior baseline and `kanet eval`."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from benchmarks.dcp import dehaze_dcp
+from benchmarks.evaluate import evaluate, find_reference
+from benchmarks.quality import colourfulness, full_reference_scores, haze_density, local_contrast
+from conftest import REPO, SAMPLES
+from training.clear_images import BUNDLED
+
+
+def _hazy(clear: np.ndarray, transmission: float, airlight=(0.85, 0.88, 0.9)) -> np.ndarray:
+    """Atmospheric scattering model with uniform transmission: I = J t + A (1 - t)."""
+    j = clear.astype(np.float64) / 255.0
+    i = j * transmission + np.asarray(airlight) * (1 - transmission)
+    return np.clip(i * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def rocket() -> np.ndarray:
+    return cv2.imread(str(BUNDLED["rocket"]), cv2.IMREAD_COLOR)
+
+
+def test_no_reference_scores_order_haze(rocket):
+    light, heavy = _hazy(rocket, 0.7), _hazy(rocket, 0.3)
+    assert haze_density(rocket) < haze_density(light) < haze_density(heavy)
+    assert local_contrast(rocket) > local_contrast(light) > local_contrast(heavy)
+    assert colourfulness(rocket) > colourfulness(light) > colourfulness(heavy)
+    grey = cv2.cvtColor(cv2.cvtColor(rocket, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    assert colourfulness(grey) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_full_reference_scores(rocket):
+    same = full_reference_scores(rocket, rocket)
+    assert same["psnr_db"] == float("inf") and same["ssim"] == pytest.approx(1.0)
+    noisy = np.clip(rocket.astype(int) + np.random.default_rng(0).integers(-3, 4, rocket.shape), 0, 255).astype(np.uint8)
+    scores = full_reference_scores(noisy, rocket)
+    assert 35 < scores["psnr_db"] < 50 and 0.8 < scores["ssim"] < 1.0
+    with pytest.raises(ValueError, match="differ in size"):
+        full_reference_scores(rocket[:-1], rocket)
+
+
+def test_dark_channel_prior_recovers_synthetic_haze(rocket):
+    hazy = _hazy(rocket, 0.4)
+    restored = dehaze_dcp(hazy)
+    assert restored.shape == hazy.shape and restored.dtype == np.uint8
+    before = full_reference_scores(hazy, rocket)["psnr_db"]
+    after = full_reference_scores(restored, rocket)["psnr_db"]
+    assert after > before + 3, (before, after)
+
+
+def test_dark_channel_prior_clears_real_photographs():
+    for path in sorted(SAMPLES.glob("*.png")):
+        frame = cv2.imread(str(path))
+        assert haze_density(dehaze_dcp(frame)) < 0.6 * haze_density(frame), path.name
+
+
+def test_reference_matching_conventions(tmp_path):
+    for name in ("0001.png", "canon.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    assert find_reference("0001_0.8_0.2.jpg", tmp_path) == tmp_path / "0001.png"
+    assert find_reference("canon.png", tmp_path) == tmp_path / "canon.jpg"
+    assert find_reference("0002_0.8.png", tmp_path) is None
+
+
+def test_evaluate_pairs_and_skips(tmp_path, rocket):
+    hazy_dir, clear_dir = tmp_path / "hazy", tmp_path / "clear"
+    hazy_dir.mkdir(), clear_dir.mkdir()
+    small = cv2.resize(rocket, (160, 107))
+    cv2.imwrite(str(clear_dir / "0001.png"), small)
+    cv2.imwrite(str(hazy_dir / "0001_0.4.png"), _hazy(small, 0.4))
+    cv2.imwrite(str(hazy_dir / "0002_0.4.png"), _hazy(small, 0.4))   # no clear counterpart
+    (hazy_dir / "0003.png").write_bytes(b"not a png")                  # unreadable
+    report = evaluate(hazy_dir, {"hazy input": lambda f, n: f, "dcp": lambda f, n: dehaze_dcp(f)}, clear_dir)
+    assert {r["name"] for r in report.images} == {"0001_0.4.png"}
+    assert sorted(s["name"] for s in report.skipped) == ["0002_0.4.png", "0003.png"]
+    means = report.means()
+    assert means["dcp"]["psnr_db"] > means["hazy input"]["psnr_db"]
+
+
+def _kanet(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kanet", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def test_eval_command_writes_reports(tmp_path):
+    out = tmp_path / "report"
+    result = _kanet("eval", "--hazy", str(SAMPLES), "--out", str(out), "--max-side", "200", "--save-images",
+                    "--pred", f"again={SAMPLES}")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "eval.json").read_text())
+    assert set(report["means"]) == {"hazy input", "dark channel prior", "again"}
+    assert report["means"]["again"] == pytest.approx(report["means"]["hazy input"], rel=1e-6)
+    assert report["means"]["dark channel prior"]["haze_density"] < report["means"]["hazy input"]["haze_density"]
+    assert len(list((out / "dark channel prior").glob("*.png"))) == len(list(SAMPLES.glob("*.png")))
+    assert "| dark channel prior |" in (out / "eval.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hazy", "no/such/dir"], "no/such/dir: no such folder"),
+    (["--hazy", "samples", "--pred", "x"], "expected NAME=DIR"),
+    (["--hazy", "samples", "--model", "missing.onnx"], "missing.onnx: no such model file"),
+])
+def test_eval_command_bad_input(tmp_path, args, message):
+    result = _kanet("eval", *args, "--out", str(tmp_path))
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
