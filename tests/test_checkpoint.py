@@ -97,3 +97,19 @@ def test_cli_reports_bad_checkpoint_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "junk.pth: not a readable PyTorch checkpoint" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_release_checkpoint_halves_the_file_and_keeps_the_output(model, tmp_path):
+    from training.release import release_checkpoint
+
+    full = save_checkpoint(model, tmp_path / "full.pt", optimizer={"note": "training state"})
+    effect = release_checkpoint(full, tmp_path / "release.pt", steps=3)
+    assert effect["bytes"] < 0.55 * full.stat().st_size
+    assert 0 < effect["max_abs"] < 2e-2, effect
+    payload = torch.load(tmp_path / "release.pt", weights_only=True)
+    assert payload["release"] == {"steps": 3} and "optimizer" not in payload
+    assert all(v.dtype in (torch.float16, torch.int64) for v in payload["model"].values())
+    assert all(v.dtype == torch.float32 for v in payload["rff"].values())
+    released = load_checkpoint(tmp_path / "release.pt")
+    for name, buf in released.rff_buffers().items():
+        assert torch.equal(buf, model.rff_buffers()[name])

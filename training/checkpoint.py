@@ -106,12 +106,17 @@ def checkpoint_payload(model: KANet, **extra: Any) -> dict[str, Any]:
 
 def save_checkpoint(model: KANet, path: str | os.PathLike, **extra: Any) -> Path:
     """Write a checkpoint atomically (temporary file in the same folder, then rename)."""
+    return save_payload(checkpoint_payload(model, **extra), path)
+
+
+def save_payload(payload: dict[str, Any], path: str | os.PathLike) -> Path:
+    """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(checkpoint_payload(model, **extra), tmp)
+        torch.save(payload, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
