@@ -68,7 +68,8 @@ def import_tensorrt(prefer: str | None = None) -> tuple[ModuleType, str]:
 @dataclass(frozen=True)
 class BuildOptions:
     profile: Profile = Profile()
-    workspace_gib: float = 4.0
+    # 4 GiB is too little for the default max profile (4 x 1088 x 1920): a tactic asks for 4.1 GiB.
+    workspace_gib: float = 8.0
     optimization_level: int = 3
     compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX only; () = the current GPU or all targets
 
@@ -171,7 +172,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise ExportError(f"{onnx_path}: {flavour} failed to build an engine (see the log above)")
+        raise ExportError(f"{onnx_path}: {flavour} failed to build an engine (see the log above); if it says "
+                          f"OutOfMemory, raise --workspace (now {options.workspace_gib:g} GiB) or lower --max")
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = engine_path.with_suffix(".plan.tmp")
     tmp.write_bytes(serialized)
