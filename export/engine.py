@@ -8,7 +8,6 @@ built from the FP16 ONNX, never from a builder flag.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import platform
@@ -19,6 +18,8 @@ from pathlib import Path
 from types import ModuleType
 
 from runtime.manifest import manifest_path, sha256_file
+from runtime.trt import TensorRTMissing
+from runtime.trt import import_tensorrt as runtime_import_tensorrt
 
 from .errors import ExportError
 
@@ -54,15 +55,11 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def import_tensorrt(prefer: str | None = None) -> tuple[ModuleType, str]:
-    """(module, flavour): full TensorRT when importable, else TensorRT-RTX."""
-    names = [prefer] if prefer else ["tensorrt", "tensorrt_rtx"]
-    for name in names:
-        try:
-            return importlib.import_module(name), name
-        except ImportError:
-            continue
-    raise ExportError(f"none of {', '.join(names)} is importable; install tensorrt-rtx-cu13 (any machine) "
-                      "or TensorRT from NVIDIA's index (GPU machines)")
+    """(module, flavour): full TensorRT when importable, else TensorRT-RTX (shared with the runtime)."""
+    try:
+        return runtime_import_tensorrt(prefer)
+    except TensorRTMissing as exc:
+        raise ExportError(str(exc)) from None
 
 
 @dataclass(frozen=True)

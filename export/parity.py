@@ -1,7 +1,9 @@
 """`kanet parity`: PyTorch FP32 against the exported models, on random and real frames.
 
-Candidates run through Polygraphy's runners (ONNX Runtime here; TensorRT where a
-GPU and TensorRT are present); the metrics are computed on their outputs.
+ONNX candidates run through Polygraphy's ONNX Runtime runner; engines (TensorRT or
+TensorRT-RTX, which Polygraphy's TrtRunner does not load) through the project's runtime,
+the code users deploy. Cases outside an engine's profile are listed as skipped, never
+tiled, so every compared frame is one forward pass.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import onnx
 import torch
 from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
 
+from runtime.dehazer import ENGINE_SUFFIXES
+from runtime.manifest import read_manifest
 from training import KANet
 
 from .errors import ExportError
@@ -102,38 +106,84 @@ def check(metrics: dict, precision: str, io: str, limits: Thresholds) -> list[st
     return failures
 
 
+class _OnnxCandidate:
+    def __init__(self, path: Path):
+        self.runner = OnnxrtRunner(SessionFromOnnx(str(path), providers=["CPUExecutionProvider"]))
+        self.runner.activate()
+        self.input_name, self.io = _input(path)
+
+    def fits(self, frames: np.ndarray) -> bool:
+        return True
+
+    def __call__(self, feed: np.ndarray) -> np.ndarray:
+        return np.asarray(next(iter(self.runner.infer({self.input_name: feed}).values())))
+
+    def close(self) -> None:
+        self.runner.deactivate()
+
+
+class _EngineCandidate:
+    io = "frames"
+
+    def __init__(self, path: Path):
+        from runtime import Dehazer  # imports cuda-bindings and TensorRT: only when an engine is checked
+
+        profile = read_manifest(path)["profiles"][0]
+        self.min, self.max = profile["min"], profile["max"]
+        self.dehazer = Dehazer.load(path, backend="tensorrt")
+
+    def fits(self, frames: np.ndarray) -> bool:
+        return all(lo <= n <= hi for lo, n, hi in zip(self.min, frames.shape[:3], self.max))
+
+    def __call__(self, feed: np.ndarray) -> np.ndarray:
+        return np.asarray(self.dehazer(feed))
+
+    def close(self) -> None:
+        pass
+
+
+def _candidate(path: Path):
+    if not path.is_file():
+        raise ExportError(f"{path}: no such model file")
+    if path.suffix in ENGINE_SUFFIXES:
+        try:
+            return _EngineCandidate(path)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ExportError(f"{path}: {exc}") from None
+    return _OnnxCandidate(path)
+
+
 def run_parity(model: KANet, candidates: dict[str, tuple[Path, str]], cases: list[tuple[str, np.ndarray]],
                limits: Thresholds = Thresholds(), progress=None) -> dict:
-    """candidates: label -> (ONNX path, precision). Returns the report; report['passed'] says it all."""
+    """candidates: label -> (ONNX or engine path, precision). Returns the report; report['passed'] says it all."""
     frame_model = FrameIO(model).eval()
-    results = []
+    results, skipped = [], []
     runners = {}
     try:
         for label, (path, precision) in candidates.items():
-            if not Path(path).is_file():
-                raise ExportError(f"{path}: no such model file")
-            runner = OnnxrtRunner(SessionFromOnnx(str(path), providers=["CPUExecutionProvider"]))
-            runner.activate()
-            runners[label] = (runner, *_input(Path(path)), precision)
+            runners[label] = (_candidate(Path(path)), precision)
         for case_name, frames in cases:
             with torch.no_grad():
                 ref_frames = frame_model(torch.from_numpy(frames)).numpy()
                 tensor_in = _to_tensor_input(frames)
                 ref_tensor = model.dehaze(torch.from_numpy(tensor_in)).numpy()
-            for label, (runner, name, io, precision) in runners.items():
-                feed = frames if io == "frames" else tensor_in
-                output = next(iter(runner.infer({name: feed}).values()))
-                metrics = compare(ref_frames if io == "frames" else ref_tensor, np.asarray(output))
-                failures = check(metrics, precision, io, limits)
-                results.append({"case": case_name, "shape": list(frames.shape), "candidate": label, "io": io,
-                                "precision": precision, **metrics, "failures": failures})
+            for label, (runner, precision) in runners.items():
                 if progress is not None:
                     progress.update(1)
+                if not runner.fits(frames):
+                    skipped.append({"case": case_name, "candidate": label, "reason": "outside the engine's profile"})
+                    continue
+                output = runner(frames if runner.io == "frames" else tensor_in)
+                metrics = compare(ref_frames if runner.io == "frames" else ref_tensor, output)
+                failures = check(metrics, precision, runner.io, limits)
+                results.append({"case": case_name, "shape": list(frames.shape), "candidate": label, "io": runner.io,
+                                "precision": precision, **metrics, "failures": failures})
     finally:
-        for runner, *_ in runners.values():
-            runner.deactivate()
+        for runner, _ in runners.values():
+            runner.close()
     return {"reference": "PyTorch FP32 (KANet.dehaze / FrameIO)", "thresholds": asdict(limits),
-            "results": results, "passed": all(not r["failures"] for r in results)}
+            "results": results, "skipped": skipped,
+            "passed": bool(results) and all(not r["failures"] for r in results)}
 
 
 def write_report(report: dict, path: str | Path) -> Path:

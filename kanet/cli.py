@@ -15,6 +15,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("kanet.commands.export", "checkpoint -> FP32 ONNX -> FP16 ONNX -> TensorRT/TensorRT-RTX engine + manifest"),
     "build": ("kanet.commands.build", "build an engine (and manifest) from an exported ONNX file"),
     "parity": ("kanet.commands.parity", "compare exported models with PyTorch FP32 on random and real frames"),
+    "run": ("kanet.commands.run", "dehaze images, videos, cameras and streams with an engine or ONNX model (no torch)"),
+    "synth": ("kanet.commands.synth", "write a synthetic hazy/clear paired set (multi-degradation haze) with a contact sheet"),
+    "train": ("kanet.commands.train", "train or fine-tune KA-Net (haze synthesis, contrastive loss, reweighting); resumable"),
     "eval": ("kanet.commands.eval", "score dehazing quality (PSNR/SSIM, haze density, contrast, colour) next to the dark channel prior"),
 }
 

@@ -50,3 +50,15 @@ def model():
     net = KANet(rff_seed=0)
     randomise_batchnorm(net)
     return net.eval()
+
+
+@pytest.fixture(scope="session")
+def frame_onnx(model, tmp_path_factory) -> Path:
+    """FP32 frame-I/O ONNX (uint8 N x H x W x 3 BGR in and out) of the seeded `model`;
+    the FP16 ONNX and export.json lie beside it."""
+    from export.pipeline import export_checkpoint
+    from training import save_checkpoint
+
+    root = tmp_path_factory.mktemp("frame_onnx")
+    export_checkpoint(save_checkpoint(model, root / "kanet.pt"), root / "export", engine=False)
+    return root / "export" / "kanet_fp32.onnx"

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import REPO, SAMPLES
+from conftest import HAS_GPU, REPO, SAMPLES
 from export import ExportError
 from export.engine import BuildOptions, Profile, import_tensorrt
 from export.parity import Thresholds, compare, frame_cases, run_parity
@@ -212,6 +212,28 @@ def test_cli_export_bad_input_is_a_clear_error(model, tmp_path, problem):
 def test_build_rejects_a_missing_onnx(tmp_path):
     result = _kanet("build", str(tmp_path / "none.onnx"), "--out", str(tmp_path))
     assert result.returncode == 2 and "none.onnx: no such ONNX file" in result.stderr
+
+
+@pytest.mark.skipif(HAS_GPU, reason="checks the message shown on machines without a GPU")
+def test_cli_parity_engine_without_gpu_is_a_clear_error(checkpoint, exported, tmp_path):
+    engine = exported["dir"] / "kanet_fp16.plan"
+    result = _kanet("parity", str(checkpoint), "--engine", str(engine), "--report", str(tmp_path / "p.json"))
+    assert result.returncode == 2 and "needs an NVIDIA GPU" in result.stderr and "Traceback" not in result.stderr
+    result = _kanet("parity", str(checkpoint), "--export-dir", str(exported["dir"]), "--report", str(tmp_path / "p.json"))
+    assert result.returncode == 0 and "kanet_fp16.plan not checked" in result.stdout
+
+
+@pytest.mark.gpu
+def test_parity_runs_the_engine_through_the_runtime(model, exported, tmp_path):
+    """FP16 engine (built for this GPU) against PyTorch FP32; a case beyond the profile is skipped, not tiled."""
+    _, flavour = import_tensorrt()
+    options = BuildOptions(SMALL.profile, compute_capabilities=("current",) if flavour == "tensorrt_rtx" else ())
+    manifest = engine_from_onnx(exported["dir"] / "kanet_fp16.onnx", tmp_path, options, tmp_path / "cache", "fp16", [])
+    cases = frame_cases(sizes=((1, 96, 128), (2, 75, 101), (1, 200, 200)))
+    report = run_parity(model, {"engine": (Path(manifest["engine"]["path"]), "fp16")}, cases)
+    assert report["passed"], report["results"]
+    assert [s["case"] for s in report["skipped"]] == ["random_1x200x200"]
+    assert len(report["results"]) == 2
 
 
 @pytest.mark.gpu

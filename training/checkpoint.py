@@ -122,3 +122,13 @@ def save_payload(payload: dict[str, Any], path: str | os.PathLike) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The whole payload of one of our checkpoints (training state included), with clear errors."""
+    path = Path(path)
+    payload = _read(path)
+    if not isinstance(payload, Mapping) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a checkpoint written by this project (official and bare "
+                              "state_dicts hold weights only: use them with --init)")
+    return dict(payload)

@@ -1,4 +1,4 @@
-"""`kanet parity CHECKPOINT --onnx ...`: exported models against PyTorch FP32."""
+"""`kanet parity CHECKPOINT --onnx ... --engine ...`: exported models against PyTorch FP32."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="the checkpoint the models were exported from (the FP32 reference)")
     parser.add_argument("--onnx", action="append", default=[], metavar="PATH",
                         help="model to check (repeatable); precision read from the name (fp16 if it says so)")
-    parser.add_argument("--export-dir", metavar="DIR", help="check DIR/kanet_fp32.onnx and DIR/kanet_fp16.onnx")
+    parser.add_argument("--engine", action="append", default=[], metavar="PATH",
+                        help="engine (.plan with its manifest) to check (repeatable); needs an NVIDIA GPU")
+    parser.add_argument("--export-dir", metavar="DIR",
+                        help="check DIR/kanet_fp32.onnx, DIR/kanet_fp16.onnx and, on a GPU machine, DIR/kanet_*.plan")
     parser.add_argument("--photos", default="samples", metavar="DIR",
                         help="real photographs to include (default: the bundled samples/)")
     parser.add_argument("--report", default="parity.json", metavar="FILE", help="JSON report (default parity.json)")
@@ -29,12 +32,28 @@ def run(args: argparse.Namespace) -> int:
     from export.parity import Thresholds, frame_cases, run_parity, write_report
     from training import CheckpointError, load_checkpoint
 
+    from runtime.cuda import device_count
+    from runtime.manifest import read_manifest
+
     paths = [Path(p) for p in args.onnx]
+    engines = [Path(p) for p in args.engine]
     if args.export_dir:
         paths += [Path(args.export_dir) / "kanet_fp32.onnx", Path(args.export_dir) / "kanet_fp16.onnx"]
-    if not paths:
-        raise UserError("nothing to check: give --onnx PATH or --export-dir DIR")
+        found = sorted(Path(args.export_dir).glob("kanet_*.plan"))
+        if found and not device_count():
+            print(f"kanet parity: {', '.join(map(str, found))} not checked: running an engine needs an NVIDIA GPU")
+        elif found:
+            engines += found
+    if engines and not device_count():
+        raise UserError(f"{engines[0]}: running an engine needs an NVIDIA GPU; none is present")
+    if not paths and not engines:
+        raise UserError("nothing to check: give --onnx PATH, --engine PATH or --export-dir DIR")
     candidates = {p.stem: (p, "fp16" if "fp16" in p.stem else "fp32") for p in paths}
+    for engine in engines:
+        try:
+            candidates[f"{engine.stem}_engine"] = (engine, read_manifest(engine)["precision"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"{engine}: unreadable engine manifest: {exc}") from None
     photos = Path(args.photos) if args.photos else None
     if photos is not None and not photos.is_dir():
         raise UserError(f"{photos}: no such folder of photographs")
@@ -51,5 +70,7 @@ def run(args: argparse.Namespace) -> int:
     for r in report["results"]:
         print(f"{r['case']:24s} {r['candidate']:16s} {r['max_abs']:9.2e} {r['mean_abs']:9.2e} {r['psnr_db']:7.1f} "
               f"{r['within_1_step']:8.4%} {r['within_2_steps']:8.4%}  {'; '.join(r['failures']) or 'ok'}")
+    for s in report["skipped"]:
+        print(f"{s['case']:24s} {s['candidate']:16s} skipped: {s['reason']}")
     print(f"{'PASSED' if report['passed'] else 'FAILED'}; report written to {args.report}")
     return 0 if report["passed"] else 1

@@ -1,0 +1,114 @@
+"""`kanet run --model M --source S --output O`: dehaze images, videos, cameras and streams."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from kanet.cli import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("Every frame read is accounted for: written, or counted undecodable. Exit status 0 when every "
+                     "source was processed, 1 when one failed or a stream was dropped after its retries, 2 on bad "
+                     "input, 130 after Ctrl-C, which stops reading and finishes the frames in flight (as does q in the "
+                     "window), so outputs are complete and the summary is written.")
+    parser.add_argument("--model", required=True, metavar="M",
+                        help="engine (.plan with its .json manifest: TensorRT on a GPU), ONNX model (ONNX Runtime), "
+                             "or a `kanet export` folder (its engine where a GPU can run it, else its FP32 ONNX)")
+    parser.add_argument("--source", required=True, action="append", metavar="S",
+                        help="image file, folder or quoted glob of images/videos, video file, camera index (0), "
+                             "rtsp:// or http(s):// URL, or a .txt list of sources (one per line); repeatable, "
+                             "sources run concurrently")
+    parser.add_argument("--output", metavar="O",
+                        help="folder (PNG per frame; a subfolder per source when several), video file "
+                             ".mp4/.mkv/.mov/.avi/.webm/.ts (audio copied from a source video; NAME-LABEL.ext per "
+                             "source when several), an image file for one input image, or - for raw bgr24 frames "
+                             "on stdout")
+    parser.add_argument("--summary", metavar="FILE.json",
+                        help="write the run's summary: frames in/out, undecodable, fps, latency percentiles, "
+                             "per-source counts, retried/dropped streams")
+    parser.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime"), default="auto",
+                        help="auto: from the model file (default)")
+    parser.add_argument("--device", type=int, default=0, help="GPU index (default 0)")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="frames per inference call, gathered across sources of the same frame size (default 1)")
+    parser.add_argument("--tile", default="auto", metavar="auto|off|N|HxW",
+                        help="frames larger than this are dehazed in overlapping tiles; auto: only frames larger "
+                             "than the engine profile, in tiles of its maximum size (default); off: such frames "
+                             "are an error")
+    parser.add_argument("--tile-overlap", type=int, default=32, metavar="PX",
+                        help="minimum overlap of adjacent tiles, blended linearly (default 32)")
+    parser.add_argument("--side-by-side", action="store_true", help="write input and dehazed frame next to each other")
+    parser.add_argument("--show", action="store_true", help="show a live window (needs a display); q or Esc stops")
+    parser.add_argument("--fps", type=float, help="frame rate of a video output when the source has none "
+                                                  "(image sequences; default 25)")
+    parser.add_argument("--max-frames", type=int, metavar="N", help="stop each source after N frames")
+    parser.add_argument("--retries", type=int, default=5,
+                        help="reconnects of a dropped or stalled stream/camera before it counts as dropped (default 5)")
+    parser.add_argument("--retry-delay", type=float, default=1.0, metavar="S",
+                        help="first reconnect delay in seconds, doubled per failure up to 30 (default 1)")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                        help="seconds without data before a stream counts as stalled (default 10)")
+
+
+def parse_tile(text: str):
+    """'auto' -> None, 'off' -> 0, '512' -> 512, '540x960' -> (540, 960)."""
+    text = text.lower()
+    if text == "auto":
+        return None
+    if text in ("off", "0"):
+        return 0
+    try:
+        sizes = [int(v) for v in text.split("x")]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise UserError(f"--tile {text!r}: expected auto, off, N or HxW")
+    return sizes[0] if len(sizes) == 1 else tuple(sizes)
+
+
+def _print_summary(summary: dict) -> None:
+    latency = summary["latency_ms"] or {}
+    print(f"{summary['frames_out']} of {summary['frames_in']} frames written, {summary['undecodable']} undecodable; "
+          f"{summary['fps']:.2f} fps; latency p50 {latency.get('p50', '-')} / p90 {latency.get('p90', '-')} / "
+          f"p99 {latency.get('p99', '-')} ms; {summary['backend']} {summary['precision']}", file=sys.stderr)
+    for source in summary["sources"]:
+        if source["status"] != "ok" or source["retries"] or source["undecodable"]:
+            errors = f"; last error: {source['errors'][-1]}" if source["errors"] else ""
+            print(f"  {source['label']}: {source['status']}, {source['frames_out']} written, "
+                  f"{source['undecodable']} undecodable, {source['retries']} retries{errors}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtime import DehazeError, Dehazer
+    from runtime.pipeline import Pipeline
+    from runtime.sinks import Window, sinks_for
+    from runtime.sources import open_sources
+
+    logging.basicConfig(format="kanet run: %(message)s")
+    if not args.output and not args.show:
+        raise UserError("nowhere to write: give --output (or --show for a live window)")
+    if args.batch < 1 or (args.max_frames is not None and args.max_frames < 1):
+        raise UserError("--batch and --max-frames must be at least 1")
+    tile = parse_tile(args.tile)
+    try:
+        sources = open_sources(args.source, args.retries, args.retry_delay, args.timeout)
+        sinks = sinks_for(args.output, sources, args.fps) if args.output else [None] * len(sources)
+        window = Window() if args.show else None
+        with Dehazer.load(args.model, args.backend, args.device, tile, args.tile_overlap) as dehazer:
+            summary = Pipeline(dehazer, sources, sinks, batch=args.batch, side_by_side=args.side_by_side,
+                               window=window, max_frames=args.max_frames).run()
+    except DehazeError as exc:
+        raise UserError(str(exc)) from None
+    summary = {"model": str(args.model), "output": args.output, **summary}
+    if args.summary:
+        Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary).write_text(json.dumps(summary, indent=2))
+    _print_summary(summary)
+    streams = summary["streams"]
+    if summary["interrupted"]:
+        return 130
+    return 1 if streams["dropped"] or streams["failed"] else 0

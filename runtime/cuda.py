@@ -1,0 +1,129 @@
+"""CUDA through NVIDIA's cuda-bindings: checked calls, grow-only device and pinned host buffers, device arrays."""
+from __future__ import annotations
+
+import ctypes
+import math
+
+import numpy as np
+from cuda.bindings import runtime as cudart
+
+from .errors import DehazeError
+
+SUCCESS = cudart.cudaError_t.cudaSuccess
+
+
+def check(result: tuple):
+    """The value(s) a cuda-bindings call returns after its error code; DehazeError on an error."""
+    err, *values = result
+    if err != SUCCESS:
+        name = cudart.cudaGetErrorName(err)[1].decode()
+        text = cudart.cudaGetErrorString(err)[1].decode()
+        raise DehazeError(f"CUDA error {name}: {text}")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def device_count() -> int:
+    """NVIDIA GPUs usable here; 0 without a driver."""
+    err, count = cudart.cudaGetDeviceCount()
+    return count if err == SUCCESS else 0
+
+
+def compute_capability(device: int) -> str:
+    """'SM89' style name of the device's compute capability, as the manifest records targets."""
+    attr = cudart.cudaDeviceAttr
+    major = check(cudart.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMajor, device))
+    minor = check(cudart.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMinor, device))
+    return f"SM{major}{minor}"
+
+
+class DeviceBuffer:
+    """Device memory reallocated only when a larger size is asked for."""
+
+    def __init__(self) -> None:
+        self.ptr = 0
+        self.nbytes = 0
+
+    def ensure(self, nbytes: int) -> bool:
+        """Make room for nbytes; True when the memory moved (captured CUDA graphs must be dropped)."""
+        if nbytes <= self.nbytes:
+            return False
+        self.free()
+        self.ptr = int(check(cudart.cudaMalloc(nbytes)))
+        self.nbytes = nbytes
+        return True
+
+    def free(self) -> None:
+        if self.ptr:
+            check(cudart.cudaFree(self.ptr))
+        self.ptr, self.nbytes = 0, 0
+
+
+class PinnedBuffer(DeviceBuffer):
+    """Page-locked host memory (fast, truly asynchronous copies), viewed as numpy arrays."""
+
+    def ensure(self, nbytes: int) -> bool:
+        if nbytes <= self.nbytes:
+            return False
+        self.free()
+        self.ptr = int(check(cudart.cudaMallocHost(nbytes)))
+        self.nbytes = nbytes
+        return True
+
+    def free(self) -> None:
+        if self.ptr:
+            check(cudart.cudaFreeHost(self.ptr))
+        self.ptr, self.nbytes = 0, 0
+
+    def view(self, shape: tuple[int, ...]) -> np.ndarray:
+        count = math.prod(shape)
+        raw = (ctypes.c_uint8 * count).from_address(self.ptr)
+        return np.frombuffer(raw, np.uint8, count).reshape(shape)
+
+
+class DeviceArray:
+    """uint8 frames in device memory owned by the runtime; CuPy, torch and Numba read it through
+    `__cuda_array_interface__` without a copy, `to_host()` copies it to numpy."""
+
+    def __init__(self, shape: tuple[int, ...], device: int) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(np.uint8)
+        self.device = device
+        self._buffer = DeviceBuffer()
+        self._buffer.ensure(math.prod(self.shape))
+
+    @property
+    def ptr(self) -> int:
+        return self._buffer.ptr
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        # stream None: the runtime synchronised its stream before handing the array over.
+        return {"shape": self.shape, "typestr": "|u1", "data": (self.ptr, False), "strides": None,
+                "version": 3, "stream": None}
+
+    def to_host(self) -> np.ndarray:
+        out = np.empty(self.shape, np.uint8)
+        check(cudart.cudaMemcpy(out.ctypes.data, self.ptr, out.nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost))
+        return out
+
+    def __del__(self) -> None:
+        try:
+            self._buffer.free()
+        except Exception:  # interpreter shutdown or a lost context: nothing left to free
+            pass
+
+
+def device_view(array) -> tuple[int, tuple[int, ...], int | None]:
+    """(pointer, shape, producer stream) of a C-contiguous uint8 array exposing __cuda_array_interface__."""
+    cai = array.__cuda_array_interface__
+    shape = tuple(int(s) for s in cai["shape"])
+    if cai["typestr"] not in ("|u1", "<u1", ">u1"):
+        raise DehazeError(f"device frames: expected uint8, got typestr {cai['typestr']!r}")
+    strides = cai.get("strides")
+    if strides is not None and tuple(strides) != tuple(int(math.prod(shape[i + 1:])) for i in range(len(shape))):
+        raise DehazeError("device frames: expected a C-contiguous array (call .contiguous() / cupy.ascontiguousarray)")
+    if len(shape) not in (3, 4) or shape[-1] != 3:
+        raise DehazeError(f"device frames: expected H x W x 3 or N x H x W x 3 BGR, got shape {shape}")
+    return int(cai["data"][0]), shape, cai.get("stream")

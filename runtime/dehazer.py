@@ -1,0 +1,206 @@
+"""`Dehazer`: one API over engines and ONNX models, for frames of any size.
+
+Frames larger than the model accepts go through overlapping tiles; frames smaller than
+its profile minimum are mirror-padded and cropped back; batches larger than its profile
+are split. Every result is uint8 BGR of the input's size.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DehazeError
+from .images import as_batch, as_bgr8
+from .manifest import read_manifest
+from .tiling import run_tiled
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime")
+ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
+TIMING_KEYS = ("h2d_ms", "compute_ms", "d2h_ms", "total_ms")
+
+
+def _engines_usable() -> bool:
+    """A GPU and TensorRT (or TensorRT-RTX) are both present."""
+    try:
+        from .cuda import device_count
+        from .trt import import_tensorrt
+
+        import_tensorrt()
+        return device_count() > 0
+    except ImportError:
+        return False
+
+
+def resolve_model(path: Path, backend: str) -> Path:
+    """The file to load: `path` itself, or in a `kanet export` folder the engine when one can run here,
+    else the FP32 ONNX model."""
+    if not path.is_dir():
+        return path
+    engines = [path / "kanet_fp16.plan", path / "kanet_fp32.plan"]
+    onnx = [path / "kanet_fp32.onnx", path / "kanet_fp16.onnx"]
+    if backend == "tensorrt" or (backend == "auto" and any(e.is_file() for e in engines) and _engines_usable()):
+        candidates = engines
+    else:
+        candidates = onnx
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise DehazeError(f"{path}: holds none of {', '.join(c.name for c in candidates)} (written by `kanet export`)")
+
+
+def _tile_size(tile, max_shape: tuple[int, int, int] | None) -> tuple[int, int] | None:
+    if tile is None or tile is False or tile == 0:
+        return None
+    height, width = (tile, tile) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
+    if min(height, width) < 33:
+        raise DehazeError(f"tile {height}x{width}: tiles must be at least 33 x 33")
+    if max_shape and (height > max_shape[1] or width > max_shape[2]):
+        raise DehazeError(f"tile {height}x{width} is larger than the engine profile allows "
+                          f"({max_shape[1]}x{max_shape[2]})")
+    return height, width
+
+
+class Dehazer:
+    """Dehaze uint8 BGR frames with an engine (TensorRT / TensorRT-RTX) or an ONNX model (ONNX Runtime)."""
+
+    def __init__(self, impl, tile=None, tile_overlap: int = 32) -> None:
+        self._impl = impl
+        self._tiling = not (tile is False or tile == 0)  # tiling off: frames over the profile are an error
+        self._tile = _tile_size(tile, impl.max_shape)
+        if tile_overlap < 0:
+            raise DehazeError(f"tile overlap {tile_overlap}: must be >= 0")
+        self._overlap = tile_overlap
+
+    @classmethod
+    def load(cls, path: str | Path, backend: str = "auto", device: int = 0, tile=None,
+             tile_overlap: int = 32) -> Dehazer:
+        """path: an engine (.plan with its .json manifest), a frame-I/O .onnx, or a `kanet export` folder.
+        tile: None = tile only frames larger than the model accepts (at its largest size);
+        an int or (height, width) = tile frames larger than that; 0 or False = never tile."""
+        if backend not in BACKENDS:
+            raise DehazeError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        path = Path(path)
+        if not path.exists():
+            raise DehazeError(f"{path}: no such model file or folder")
+        path = resolve_model(path, backend)
+        if path.suffix in ENGINE_SUFFIXES:
+            if backend == "onnxruntime":
+                raise DehazeError(f"{path} is a TensorRT engine; ONNX Runtime runs the .onnx models")
+            from .engine_backend import EngineBackend
+
+            try:
+                manifest = read_manifest(path)
+            except FileNotFoundError as exc:
+                raise DehazeError(str(exc)) from None
+            impl = EngineBackend(path, manifest, device)
+        elif path.suffix == ".onnx":
+            if backend == "tensorrt":
+                raise DehazeError(f"{path} is an ONNX model; the tensorrt backend runs engines: "
+                                  f"kanet build {path} --out DIR")
+            from .onnx_backend import OnnxBackend
+
+            impl = OnnxBackend(path, device)
+        else:
+            raise DehazeError(f"{path}: not a model; expected an engine (.plan), an .onnx file or an export folder "
+                              "(a checkpoint is exported first: kanet export CKPT --out DIR)")
+        return cls(impl, tile, tile_overlap)
+
+    @property
+    def backend(self) -> str:
+        return self._impl.name
+
+    @property
+    def precision(self) -> str:
+        return self._impl.precision
+
+    @property
+    def max_shape(self) -> tuple[int, int, int] | None:
+        """(N, H, W) the model takes in one call; None when unbounded (ONNX)."""
+        return self._impl.max_shape
+
+    @property
+    def min_shape(self) -> tuple[int, int, int]:
+        return self._impl.min_shape
+
+    def __call__(self, frames):
+        """One H x W x 3 frame -> one frame; an N x H x W x 3 batch -> a batch; a list -> a list.
+        Arrays in GPU memory (__cuda_array_interface__) need an engine and come back as a DeviceArray."""
+        if hasattr(frames, "__cuda_array_interface__"):
+            return self._impl.run_device(frames)
+        if isinstance(frames, (list, tuple)):
+            return self._run_list(frames)
+        batch, single = as_batch(frames)
+        out, _ = self._run(batch)
+        return out[0] if single else out
+
+    def infer_timed(self, frames) -> tuple[np.ndarray, dict[str, float]]:
+        """Like calling the dehazer on numpy frames, plus milliseconds spent per stage (summed over tiles)."""
+        batch, single = as_batch(frames)
+        out, timings = self._run(batch)
+        return (out[0] if single else out), timings
+
+    def _run_list(self, frames) -> list[np.ndarray]:
+        images = [as_bgr8(f, f"frame {i}") for i, f in enumerate(frames)]
+        out: list[np.ndarray | None] = [None] * len(images)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            by_shape.setdefault(image.shape, []).append(i)
+        for indices in by_shape.values():
+            result, _ = self._run(np.stack([images[i] for i in indices]))
+            for i, frame in zip(indices, result):
+                out[i] = frame
+        return out
+
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        timings = dict.fromkeys(TIMING_KEYS, 0.0)
+
+        def infer(chunk: np.ndarray) -> np.ndarray:
+            out, spent = self._fit(chunk)
+            for key in TIMING_KEYS:
+                timings[key] += spent[key]
+            return out
+
+        tile = self._tile_for(*batch.shape[1:3])
+        max_batch = self.max_shape[0] if self.max_shape else None
+        out = run_tiled(batch, tile, self._overlap, max_batch, infer) if tile else infer(batch)
+        return out, timings
+
+    def _tile_for(self, height: int, width: int) -> tuple[int, int] | None:
+        limit = self._tile or (self.max_shape[1:] if self.max_shape else None)
+        if limit is None or (height <= limit[0] and width <= limit[1]):
+            return None
+        if not self._tiling:
+            raise DehazeError(f"frame {height}x{width} is larger than the engine profile allows "
+                              f"({limit[0]}x{limit[1]}) and tiling is off; turn tiling on (--tile auto) "
+                              "or rebuild the engine with a larger --max")
+        return limit
+
+    def _fit(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        """Run batches within the profile: split large ones, pad small frames and batches, crop back."""
+        n, height, width, _ = batch.shape
+        min_n, min_h, min_w = self.min_shape
+        max_n = self.max_shape[0] if self.max_shape else n
+        pad_h, pad_w = max(0, min_h - height), max(0, min_w - width)
+        outputs, timings = [], dict.fromkeys(TIMING_KEYS, 0.0)
+        for start in range(0, n, max_n):
+            part = batch[start:start + max_n]
+            count = len(part)
+            if pad_h or pad_w:
+                part = np.pad(part, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
+            if count < min_n:
+                part = np.concatenate([part, np.repeat(part[-1:], min_n - count, axis=0)])
+            out, spent = self._impl.run(np.ascontiguousarray(part))
+            outputs.append(out[:count, :height, :width])
+            for key in TIMING_KEYS:
+                timings[key] += spent[key]
+        return np.concatenate(outputs) if len(outputs) > 1 else outputs[0], timings
+
+    def close(self) -> None:
+        self._impl.close()
+
+    def __enter__(self) -> Dehazer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,198 @@
+"""A serialized TensorRT / TensorRT-RTX engine on one GPU, after the patterns of TensorRT's Python samples.
+
+CUDA through cuda-bindings: one non-blocking stream, pinned host buffers, asynchronous copies
+and enqueue, buffers reused across calls and reallocated only when a batch needs more room.
+Full TensorRT: each input shape's enqueue is captured once into a CUDA graph and replayed
+(dropped, with a warning, if the engine cannot be captured). TensorRT-RTX does the same
+itself (its whole-graph capture strategy) and compiles kernels just in time; they are kept
+in `<engine>.runtime.cache` so the next start skips the compilation.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+from cuda.bindings import runtime as cudart
+
+from .cuda import DeviceArray, DeviceBuffer, PinnedBuffer, check, compute_capability, device_count, device_view
+from .errors import DehazeError
+from .manifest import incompatibility
+from .trt import import_tensorrt
+
+H2D = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+D2H = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+
+
+class EngineBackend:
+    def __init__(self, plan: Path, manifest: dict, device: int = 0) -> None:
+        trt, flavour = import_tensorrt()
+        why = incompatibility(manifest, flavour, trt.__version__, None)  # the version first: no GPU needed
+        if not why and device_count() <= device:
+            onnx = manifest.get("onnx", {}).get("path", "the exported .onnx")
+            raise DehazeError(f"{plan}: an engine needs an NVIDIA GPU (device {device}), none is usable here; "
+                              f"run the ONNX model with ONNX Runtime instead: --model {onnx}")
+        if not why:
+            check(cudart.cudaSetDevice(device))
+            why = incompatibility(manifest, flavour, trt.__version__, compute_capability(device))
+        if why:
+            raise DehazeError(f"{plan}: {why}")
+        self.name = f"{flavour} {trt.__version__}"
+        self.precision = manifest.get("precision", "fp16")
+        self._trt, self._device, self._lock = trt, device, threading.Lock()
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self._engine = self._runtime.deserialize_cuda_engine(plan.read_bytes())
+        if self._engine is None:
+            raise DehazeError(f"{plan}: {flavour} could not deserialise the engine (see the log above); "
+                              f"rebuild it with `kanet build`")
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self._in, self._out = inputs[0], outputs[0]
+        if self._engine.get_tensor_dtype(self._in) != trt.DataType.UINT8:
+            raise DehazeError(f"{plan}: a tensor-I/O engine (float NCHW, for analysis); the runtime needs a "
+                              "frame-I/O engine: kanet export CKPT --out DIR (default --io frames)")
+        low, _, high = self._engine.get_tensor_profile_shape(self._in, 0)
+        self.min_shape = tuple(int(v) for v in tuple(low)[:3])  # N, H, W of N x H x W x 3
+        self.max_shape = tuple(int(v) for v in tuple(high)[:3])
+
+        self._cache_file = plan.with_suffix(".runtime.cache") if flavour == "tensorrt_rtx" else None
+        self._context = self._create_context()
+        self._stream = check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking))
+        self._events = [check(cudart.cudaEventCreate()) for _ in range(4)]
+        self._buffers = [PinnedBuffer(), PinnedBuffer(), DeviceBuffer(), DeviceBuffer()]  # host in/out, device in/out
+        self._bound: tuple | None = None
+        self._seen: set[tuple[int, ...]] = set()
+        # Manually captured graphs (full TensorRT) per (shape, in, out); None once capture proved impossible.
+        self._graphs: dict | None = {} if flavour == "tensorrt" else None
+
+    def _create_context(self):
+        if self._cache_file is None:
+            return self._engine.create_execution_context()
+        config = self._engine.create_runtime_config()
+        config.cuda_graph_strategy = self._trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+        self._cache = config.create_runtime_cache()
+        if self._cache_file.is_file() and not self._cache.deserialize(self._cache_file.read_bytes()):
+            warnings.warn(f"{self._cache_file}: runtime cache from another GPU or version, recompiling kernels",
+                          stacklevel=2)
+        config.set_runtime_cache(self._cache)
+        return self._engine.create_execution_context(config)
+
+    def _bind(self, shape: tuple[int, ...], src: int, dst: int) -> None:
+        if shape != self._bound:
+            if not self._context.set_input_shape(self._in, shape):
+                raise DehazeError(f"batch {shape} is outside the engine profile {self.min_shape} .. {self.max_shape}")
+            self._bound = shape
+        self._context.set_tensor_address(self._in, src)
+        self._context.set_tensor_address(self._out, dst)
+
+    def _enqueue(self, key: tuple) -> None:
+        if self._graphs and key in self._graphs:
+            check(cudart.cudaGraphLaunch(self._graphs[key], self._stream))
+        elif not self._context.execute_async_v3(int(self._stream)):
+            raise DehazeError(f"{self.name}: enqueue failed (see the TensorRT log above)")
+
+    def _capture(self, key: tuple) -> None:
+        """Record this shape's enqueue as a CUDA graph; after a plain run, as TensorRT requires."""
+        stream = self._stream
+        try:
+            check(cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
+            try:
+                enqueued = self._context.execute_async_v3(int(stream))
+            finally:
+                graph = check(cudart.cudaStreamEndCapture(stream))
+            if not enqueued:
+                raise DehazeError("enqueue refused under stream capture")
+            self._graphs[key] = check(cudart.cudaGraphInstantiate(graph, 0))
+            check(cudart.cudaGraphDestroy(graph))
+        except DehazeError as exc:
+            cudart.cudaGetLastError()  # clear the capture error so later calls start clean
+            warnings.warn(f"{self.name}: CUDA graphs disabled, running plain enqueues ({exc})", stacklevel=3)
+            self._drop_graphs()
+            self._graphs = None
+
+    def _drop_graphs(self) -> None:
+        for graph in (self._graphs or {}).values():
+            cudart.cudaGraphExecDestroy(graph)
+        if self._graphs:
+            self._graphs.clear()
+
+    def _first_run_of(self, shape: tuple[int, ...], key: tuple) -> None:
+        if self._graphs is not None and key not in self._graphs:
+            self._capture(key)
+        if shape not in self._seen:
+            self._seen.add(shape)
+            self._save_cache()
+
+    def _save_cache(self) -> None:
+        """Persist kernels TensorRT-RTX compiled for a new shape, so the next start reuses them."""
+        if self._cache_file is None:
+            return
+        tmp = self._cache_file.with_suffix(".cache.tmp")
+        try:
+            tmp.write_bytes(bytes(memoryview(self._cache.serialize())))
+            os.replace(tmp, self._cache_file)
+        except OSError as exc:
+            warnings.warn(f"{self._cache_file}: runtime cache not saved ({exc})", stacklevel=3)
+            self._cache_file = None
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        """N x H x W x 3 uint8 through the engine; timings from CUDA events around each stage."""
+        shape, nbytes = batch.shape, batch.nbytes
+        with self._lock:
+            check(cudart.cudaSetDevice(self._device))
+            moved = [buffer.ensure(nbytes) for buffer in self._buffers]
+            if any(moved):
+                self._drop_graphs()
+            host_in, host_out, dev_in, dev_out = self._buffers
+            host_in.view(shape)[...] = batch
+            self._bind(shape, dev_in.ptr, dev_out.ptr)
+            key = (shape, dev_in.ptr, dev_out.ptr)
+            stream, (e0, e1, e2, e3) = self._stream, self._events
+            check(cudart.cudaEventRecord(e0, stream))
+            check(cudart.cudaMemcpyAsync(dev_in.ptr, host_in.ptr, nbytes, H2D, stream))
+            check(cudart.cudaEventRecord(e1, stream))
+            self._enqueue(key)
+            check(cudart.cudaEventRecord(e2, stream))
+            check(cudart.cudaMemcpyAsync(host_out.ptr, dev_out.ptr, nbytes, D2H, stream))
+            check(cudart.cudaEventRecord(e3, stream))
+            check(cudart.cudaStreamSynchronize(stream))
+            out = host_out.view(shape).copy()
+            timings = {"h2d_ms": check(cudart.cudaEventElapsedTime(e0, e1)),
+                       "compute_ms": check(cudart.cudaEventElapsedTime(e1, e2)),
+                       "d2h_ms": check(cudart.cudaEventElapsedTime(e2, e3)),
+                       "total_ms": check(cudart.cudaEventElapsedTime(e0, e3))}
+            self._first_run_of(shape, key)
+        return out, timings
+
+    def run_device(self, frames) -> DeviceArray:
+        """Frames already on this GPU (__cuda_array_interface__) in, a DeviceArray out; no host copy."""
+        ptr, shape, producer = device_view(frames)
+        batch_shape = shape if len(shape) == 4 else (1, *shape)
+        out = DeviceArray(shape, self._device)
+        with self._lock:
+            check(cudart.cudaSetDevice(self._device))
+            if producer:  # wait for the producer's pending work on its own stream, without blocking the host
+                ready = self._events[0]
+                check(cudart.cudaEventRecord(ready, producer))
+                check(cudart.cudaStreamWaitEvent(self._stream, ready, 0))
+            self._bind(batch_shape, ptr, out.ptr)
+            self._enqueue(None)  # caller-owned addresses: never a captured graph
+            check(cudart.cudaStreamSynchronize(self._stream))
+            if batch_shape not in self._seen:
+                self._seen.add(batch_shape)
+                self._save_cache()
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop_graphs()
+            for buffer in self._buffers:
+                buffer.free()
+            for event in self._events:
+                cudart.cudaEventDestroy(event)
+            self._events = []
+            cudart.cudaStreamDestroy(self._stream)

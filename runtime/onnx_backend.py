@@ -1,0 +1,55 @@
+"""A frame-I/O ONNX model on ONNX Runtime with the best provider installed: TensorRT EP, CUDA EP, then CPU."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .errors import DehazeError
+
+PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = PREFERRED[:2]
+
+
+def onnx_precision(path: Path) -> str:
+    """'fp16' when any weight is stored in half precision (the mixed FP16 export), else 'fp32'."""
+    model = onnx.load(str(path), load_external_data=False)
+    half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    return "fp16" if half else "fp32"
+
+
+class OnnxBackend:
+    def __init__(self, path: Path, device: int = 0) -> None:
+        available = ort.get_available_providers()
+        providers = [(p, {"device_id": device}) if p in GPU_PROVIDERS else p for p in PREFERRED if p in available]
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types for unreadable models
+            raise DehazeError(f"{path}: ONNX Runtime cannot load the model ({str(exc).splitlines()[0]})") from None
+        (inp,), (out,) = self._session.get_inputs(), self._session.get_outputs()
+        if inp.type != "tensor(uint8)" or len(inp.shape) != 4 or inp.shape[-1] != 3:
+            raise DehazeError(f"{path}: input {inp.name} is {inp.type} {inp.shape}, not uint8 N x H x W x 3 frames "
+                              "(a tensor-I/O export, for analysis?); export a frame-I/O model for the runtime: "
+                              "kanet export CKPT --out DIR (default --io frames)")
+        self._in, self._out = inp.name, out.name
+        self.name = f"onnxruntime:{self._session.get_providers()[0]}"
+        self.precision = onnx_precision(path)
+        self.min_shape = (1, 33, 33)  # the graph pads to a multiple of 16 and needs 33 x 33 at least
+        self.max_shape: tuple[int, int, int] | None = None
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        started = time.perf_counter()
+        out = self._session.run([self._out], {self._in: batch})[0]
+        compute = (time.perf_counter() - started) * 1e3
+        return out, {"h2d_ms": 0.0, "compute_ms": compute, "d2h_ms": 0.0, "total_ms": compute}
+
+    def run_device(self, frames):
+        raise DehazeError("frames in GPU memory need an engine (.plan) backend; ONNX Runtime takes numpy frames")
+
+    def close(self) -> None:
+        self._session = None

@@ -1,0 +1,194 @@
+"""Where dehazed frames go: image folders, one image, video files (with the source's audio), raw frames
+on stdout, a live window. Files are created on the first frame, so a run that fails early leaves none."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from .audio import mux_audio
+from .errors import DehazeError
+from .sources import IMAGE_SUFFIXES, Source
+
+log = logging.getLogger("runtime")
+
+# Codec per container; H.264 and MPEG-4 want even sizes in yuv420p.
+VIDEO_CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".m4v": "libx264", ".ts": "libx264",
+                ".avi": "mpeg4", ".webm": "libvpx-vp9"}
+DEFAULT_FPS = Fraction(25)
+
+
+class Sink:
+    path = "-"
+
+    def write(self, image: np.ndarray, time: float | None, name: str | None) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class ImageFolder(Sink):
+    """One PNG per frame: image inputs keep their names, video frames are numbered."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.path, self.count = folder, str(folder), 0
+
+    def write(self, image: np.ndarray, time: float | None, name: str | None) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = self.folder / f"{name or f'{self.count:06d}'}.png"
+        if not cv2.imwrite(str(target), image):
+            raise DehazeError(f"{target}: could not be written")
+        self.count += 1
+
+
+class ImageFile(Sink):
+    def __init__(self, path: Path) -> None:
+        self.file, self.path = path, str(path)
+
+    def write(self, image: np.ndarray, time: float | None, name: str | None) -> None:
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(self.file), image):
+            raise DehazeError(f"{self.file}: could not be written (format from the extension)")
+
+
+class VideoFile(Sink):
+    """Frames encoded at the source's rate with its timestamps (gaps kept), audio copied afterwards."""
+
+    def __init__(self, path: Path, source: Source, fps: float | None) -> None:
+        self.file, self.path, self.source = path, str(path), source
+        self.fps = Fraction(fps).limit_denominator(1001) if fps else None
+        self._container = None
+        self._next_pts = 0
+
+    def _open(self, height: int, width: int) -> None:
+        self.fps = self.fps or self.source.fps or DEFAULT_FPS
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        # With audio to copy, the video goes to a temporary file first and is remuxed with it at the end.
+        self._target = self.file
+        if self.source.audio:
+            self._target = self.file.with_name(f".{self.file.stem}.video{self.file.suffix}")
+        codec = VIDEO_CODECS[self.file.suffix.lower()]
+        self._container = av.open(str(self._target), "w")
+        self._stream = self._container.add_stream(codec, rate=self.fps)
+        self._stream.width, self._stream.height = width + width % 2, height + height % 2
+        self._stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            self._stream.options = {"crf": "18", "preset": "veryfast"}
+        self._size = (height, width)
+
+    def write(self, image: np.ndarray, time: float | None, name: str | None) -> None:
+        try:
+            self._encode(image, time)
+        except (av.FFmpegError, OSError) as exc:
+            raise DehazeError(f"{self.path}: cannot write the video ({exc})") from None
+
+    def _encode(self, image: np.ndarray, time: float | None) -> None:
+        if self._container is None:
+            self._open(*image.shape[:2])
+        if image.shape[:2] != self._size:
+            log.warning("%s: frame %dx%d resized to the video's %dx%d", self.path, image.shape[1], image.shape[0],
+                        self._size[1], self._size[0])
+            image = cv2.resize(image, self._size[::-1], interpolation=cv2.INTER_AREA)
+        pad = ((0, self._size[0] % 2), (0, self._size[1] % 2), (0, 0))
+        if any(p[1] for p in pad):
+            image = np.pad(image, pad, mode="edge")
+        pts = self._next_pts if time is None else max(self._next_pts, round((time - self.source.start_time) * self.fps))
+        self._next_pts = pts + 1
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts, frame.time_base = pts, 1 / self.fps
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        if self._container is None:
+            return
+        try:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+            self._container.close()
+        except (av.FFmpegError, OSError) as exc:
+            raise DehazeError(f"{self.path}: cannot finish the video ({exc})") from None
+        finally:
+            self._container = None
+        if self._target != self.file:
+            why = mux_audio(self._target, self.source.audio, self.file, self.source.start_time)
+            if why:
+                log.warning("%s: audio not copied (%s); video only", self.path, why)
+                os.replace(self._target, self.file)
+            else:
+                self._target.unlink()
+
+
+class RawStdout(Sink):
+    """Raw bgr24 frames for a pipe, e.g. into `ffmpeg -f rawvideo -pix_fmt bgr24 -s WxH -i -`."""
+
+    def __init__(self) -> None:
+        self._shape: tuple[int, ...] | None = None
+
+    def write(self, image: np.ndarray, time: float | None, name: str | None) -> None:
+        if image.shape != self._shape:
+            self._shape = image.shape
+            log.warning("stdout: raw bgr24 frames of %dx%d", image.shape[1], image.shape[0])
+        try:
+            sys.stdout.buffer.write(np.ascontiguousarray(image).data)
+        except BrokenPipeError:
+            raise DehazeError("stdout was closed by the reading process") from None
+
+    def close(self) -> None:
+        try:
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            pass
+
+
+class Window:
+    """A live view per source; q or Esc stops the run."""
+
+    def __init__(self) -> None:
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise DehazeError("--show needs a display and none is set (DISPLAY / WAYLAND_DISPLAY); "
+                              "write to --output instead")
+        try:
+            cv2.namedWindow("kanet", cv2.WINDOW_NORMAL)
+            cv2.destroyWindow("kanet")
+        except cv2.error:
+            raise DehazeError("--show: this OpenCV build has no window support (opencv-python-headless); "
+                              "install opencv-python for a live window") from None
+
+    def show(self, label: str, image: np.ndarray) -> bool:
+        """Display a frame; False once the user asked to stop."""
+        cv2.imshow(f"kanet {label}", image)
+        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+
+    def close(self) -> None:
+        cv2.destroyAllWindows()
+
+
+def sinks_for(output: str, sources: list[Source], fps: float | None = None) -> list[Sink]:
+    """One sink per source: '-' raw frames, a video file per source (name-label.ext when several),
+    one image file for one input image, else an image folder (a subfolder per source when several)."""
+    if output == "-":
+        if len(sources) != 1:
+            raise DehazeError("raw frames on stdout take exactly one source")
+        return [RawStdout()]
+    path = Path(output)
+    suffix = path.suffix.lower()
+    several = len(sources) > 1
+    if suffix in VIDEO_CODECS:
+        return [VideoFile(path.with_name(f"{path.stem}-{s.label}{path.suffix}") if several else path, s, fps)
+                for s in sources]
+    if suffix in IMAGE_SUFFIXES:
+        if several or sources[0].kind != "images" or sources[0].expected != 1:
+            raise DehazeError(f"{output}: an image file holds one dehazed image; give a folder for several frames")
+        return [ImageFile(path)]
+    if path.is_file():
+        raise DehazeError(f"{output}: exists and is not a folder; outputs are a folder, a video "
+                          f"({', '.join(VIDEO_CODECS)}), an image file or '-'")
+    return [ImageFolder(path / s.label if several else path) for s in sources]

@@ -1,0 +1,281 @@
+"""`kanet run` end to end on a real exported ONNX model: generated videos (with audio), image folders,
+an HTTP stream that dies, two sources at once, corrupt and empty inputs, raw frames on stdout."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO
+from kanet.cli import main
+from runtime import Dehazer
+
+H, W, FPS = 48, 64, 10
+
+
+def make_clip(path: Path, frames: int, audio: bool = True, container: str | None = None) -> Path:
+    """A small H.264 clip (moving bar over a changing colour) with a 440 Hz AAC tone, written with PyAV."""
+    with av.open(str(path), "w", format=container) as out:
+        video = out.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = W, H, "yuv420p"
+        sound = out.add_stream("aac", rate=16000, layout="mono") if audio else None
+        for i in range(frames):
+            image = np.full((H, W, 3), (i * 8) % 256, np.uint8)
+            image[:, : (i * 2) % W] = (40, 200, 90)
+            out.mux(video.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+        out.mux(video.encode(None))
+        if sound is not None:
+            tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(16000 * frames // FPS) / 16000)).astype(np.float32)
+            for start in range(0, len(tone), 1024):
+                chunk = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="flt", layout="mono")
+                chunk.sample_rate, chunk.pts = 16000, start
+                out.mux(sound.encode(chunk))
+            out.mux(sound.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("media")
+    clip = make_clip(root / "clip.mp4", 30)
+    stream = make_clip(root / "stream.ts", 40, audio=False, container="mpegts")
+    corrupt = bytearray(clip.read_bytes())
+    with av.open(str(clip)) as container:
+        samples = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
+    for pos, size in samples[10:13]:  # three frames' data wiped: the container still lists them
+        corrupt[pos:pos + size] = bytes(size)
+    (root / "corrupt.mp4").write_bytes(bytes(corrupt))
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "truncated.mp4").write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])  # moov atom lost
+    return {"clip": clip, "stream": stream, "corrupt": root / "corrupt.mp4", "empty": root / "empty.mp4",
+            "truncated": root / "truncated.mp4"}
+
+
+@pytest.fixture
+def http_stream(media):
+    """Serve stream.ts over HTTP from a thread; `die` = how many first requests are cut off half-way."""
+    servers = []
+
+    def serve(die: int) -> str:
+        data = media["stream"].read_bytes()
+        requests = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                requests.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2] if len(requests) <= die else data)  # then the socket closes
+
+            def log_message(self, *args) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}/live.ts"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def kanet_run(capsys, *args: str) -> tuple[int, str]:
+    code = main(["run", *args])
+    return code, capsys.readouterr().err
+
+
+def read_frames(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
+def _yuv420(image: np.ndarray) -> np.ndarray:
+    return av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p").to_ndarray(format="bgr24")
+
+
+def test_video_with_audio_through_a_subprocess_without_torch(frame_onnx, media, tmp_path):
+    out, summary_file = tmp_path / "dehazed.mp4", tmp_path / "summary.json"
+    code = ("import sys\nfrom kanet.cli import main\n"
+            f"rc = main(['run', '--model', {str(frame_onnx)!r}, '--source', {str(media['clip'])!r}, "
+            f"'--output', {str(out)!r}, '--summary', {str(summary_file)!r}])\n"
+            "assert 'torch' not in sys.modules, 'kanet run imported torch'\nsys.exit(rc)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(summary_file.read_text())
+    assert summary["frames_in"] == summary["frames_out"] == 30 and summary["undecodable"] == 0
+    assert summary["dropped_frames"] == 0 and summary["fps"] > 0
+    assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p90"] <= summary["latency_ms"]["p99"]
+    assert summary["backend"] == "onnxruntime:CPUExecutionProvider" and summary["precision"] == "fp32"
+    (source,) = summary["sources"]
+    assert (source["status"], source["frames_in"], source["frames_out"], source["output"]) == ("ok", 30, 30, str(out))
+    assert "30 of 30 frames written" in result.stderr
+
+    readable = read_frames(out)  # OpenCV reads it
+    assert len(readable) == 30 and readable[0].shape == (H, W, 3)
+    with av.open(str(out)) as container:
+        written = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    expected = Dehazer.load(frame_onnx)(np.stack(read_frames(media["clip"])[8:13]))
+    # The random network's output is colour noise: compare through the same 4:2:0 chroma subsampling
+    # (alone 9 steps mean), so what remains is H.264 at CRF 18, and frame 10 must match its own input best.
+    errors = [np.abs(written[10].astype(int) - _yuv420(e).astype(int)).mean() for e in expected]
+    assert errors[2] < 3 and errors[2] == min(errors), errors
+    with av.open(str(out)) as container:
+        (audio,) = container.streams.audio
+        assert audio.codec_context.name == "aac"
+        seconds = sum(float(p.duration * p.time_base) for p in container.demux(audio) if p.duration)
+    assert abs(seconds - 3.0) < 0.2
+    assert not list(tmp_path.glob(".*"))  # the video-only intermediate is gone
+
+
+def test_image_folder_with_odd_inputs(frame_onnx, tmp_path, capsys, caplog):
+    images = tmp_path / "hazy"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    cv2.imwrite(str(images / "a.png"), photo)
+    cv2.imwrite(str(images / "b.jpg"), rng.integers(0, 256, (50, 71, 3), dtype=np.uint8))
+    cv2.imwrite(str(images / "gray16.png"), rng.integers(0, 65536, (40, 45), dtype=np.uint16))
+    cv2.imwrite(str(images / "rgba.png"), rng.integers(0, 256, (36, 52, 4), dtype=np.uint8))
+    (images / "broken.png").write_bytes(b"\x89PNG not really")
+    (images / "notes.md").write_text("not an image: ignored")
+    out, summary_file = tmp_path / "clear", tmp_path / "s.json"
+    code, err = kanet_run(capsys, "--model", str(frame_onnx), "--source", str(images), "--output", str(out),
+                          "--summary", str(summary_file), "--side-by-side", "--batch", "3")
+    assert code == 0, err
+    summary = json.loads(summary_file.read_text())
+    assert (summary["frames_in"], summary["frames_out"], summary["undecodable"]) == (5, 4, 1)
+    assert "broken.png: not a readable image" in summary["sources"][0]["errors"][0]
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "gray16.png", "rgba.png"]
+    side = cv2.imread(str(out / "a.png"))
+    np.testing.assert_array_equal(side[:, :W], photo)
+    np.testing.assert_array_equal(side[:, W:], Dehazer.load(frame_onnx)(photo))
+    assert cv2.imread(str(out / "gray16.png")).shape == (40, 90, 3)
+
+
+def test_two_sources_one_dies_and_comes_back(frame_onnx, media, http_stream, tmp_path, capsys):
+    """A list file names a local video and an HTTP stream whose first connection is cut half-way:
+    the stream is reopened, frames already delivered are skipped, every frame of both comes out once."""
+    url = http_stream(die=1)
+    listing = tmp_path / "sources.txt"
+    listing.write_text(f"# two sources\n{media['clip']}\n{url}\n")
+    out, summary_file = tmp_path / "out.mkv", tmp_path / "s.json"
+    code, err = kanet_run(capsys, "--model", str(frame_onnx), "--source", str(listing), "--output", str(out),
+                          "--batch", "2", "--retry-delay", "0.05", "--summary", str(summary_file))
+    assert code == 0, err
+    summary = json.loads(summary_file.read_text())
+    clip, stream = summary["sources"]
+    assert (clip["status"], clip["frames_out"]) == ("ok", 30)
+    assert (stream["status"], stream["frames_out"], stream["retries"]) == ("ok", 40, 1)
+    assert stream["replayed"] > 0 and "Input/output error" in stream["errors"][0]
+    assert summary["frames_in"] == summary["frames_out"] == 70 and summary["streams"]["retried"] == [stream["label"]]
+    assert summary["inference"]["mean_batch"] > 1
+    assert len(read_frames(tmp_path / "out-clip.mkv")) == 30
+    assert len(read_frames(Path(stream["output"]))) == 40
+
+
+def test_a_dropped_stream_is_reported_and_spares_the_others(frame_onnx, media, http_stream, tmp_path, capsys):
+    url = http_stream(die=100)
+    code, err = kanet_run(capsys, "--model", str(frame_onnx), "--source", url, "--source", str(media["clip"]),
+                          "--output", str(tmp_path / "out"), "--retries", "2", "--retry-delay", "0.05",
+                          "--summary", str(tmp_path / "s.json"))
+    assert code == 1
+    summary = json.loads((tmp_path / "s.json").read_text())
+    stream, clip = summary["sources"]
+    assert (stream["status"], stream["retries"]) == ("dropped", 2) and 0 < stream["frames_out"] < 40
+    assert (clip["status"], clip["frames_out"]) == ("ok", 30)
+    assert summary["streams"]["dropped"] == [stream["label"]]
+    assert len(list((tmp_path / "out" / "clip").glob("*.png"))) == 30
+    assert f"{stream['label']}: dropped" in err
+
+
+def test_corrupt_truncated_and_empty_inputs(frame_onnx, media, tmp_path, capsys):
+    code, err = kanet_run(capsys, "--model", str(frame_onnx), "--source", str(media["corrupt"]),
+                          "--source", str(media["empty"]), "--source", str(media["truncated"]),
+                          "--output", str(tmp_path / "out"), "--summary", str(tmp_path / "s.json"))
+    assert code == 1
+    corrupt, empty, truncated = json.loads((tmp_path / "s.json").read_text())["sources"]
+    assert (corrupt["status"], corrupt["frames_in"], corrupt["frames_out"], corrupt["undecodable"]) == ("ok", 30, 27, 3)
+    assert len(list((tmp_path / "out" / "corrupt").glob("*.png"))) == 27
+    for broken in (empty, truncated):
+        assert broken["status"] == "failed" and broken["frames_out"] == 0
+        assert "cannot open" in broken["errors"][0]
+    assert "empty: failed" in err
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--source", "{empty_dir}"], "no images or videos in this folder"),
+    (["--source", "{tmp}/missing.mp4"], "missing.mp4: no such file, folder, camera or URL"),
+    (["--source", "{clip}", "--tile", "big"], "--tile 'big': expected auto, off, N or HxW"),
+    (["--source", "{clip}", "--model", "{tmp}/none.onnx"], "none.onnx: no such model file"),
+    (["--source", "{clip}", "--output", "{tmp}/one.png"], "an image file holds one dehazed image"),
+    (["--source", "{clip}", "--source", "{clip}", "--output", "-"], "raw frames on stdout take exactly one source"),
+    (["--source", "{clip}", "--show", "--output", "{tmp}/o"], "--show needs a display"),
+])
+def test_bad_input_is_one_clear_line(frame_onnx, media, tmp_path, capsys, monkeypatch, args, expect):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    (tmp_path / "empty").mkdir()
+    fill = {"empty_dir": tmp_path / "empty", "tmp": tmp_path, "clip": media["clip"]}
+    args = [a.format(**fill) for a in args]
+    defaults = ["--model", str(frame_onnx)] + (["--output", str(tmp_path / "o")] if "--output" not in args else [])
+    code, err = kanet_run(capsys, *defaults, *args)
+    assert code == 2
+    assert expect in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_raw_frames_on_stdout_tiled(frame_onnx, media):
+    """`--output -` for a pipe: exactly N x H x W x 3 bytes on stdout, every message on stderr."""
+    result = subprocess.run([sys.executable, "-m", "kanet", "run", "--model", str(frame_onnx), "--source",
+                             str(media["clip"]), "--output", "-", "--max-frames", "4", "--tile", "40",
+                             "--tile-overlap", "8"], capture_output=True, cwd=REPO, env={**os.environ})
+    assert result.returncode == 0, result.stderr.decode()
+    frames = np.frombuffer(result.stdout, np.uint8).reshape(4, H, W, 3)
+    assert b"raw bgr24 frames of 64x48" in result.stderr and b"4 of 4 frames written" in result.stderr
+    decoded = read_frames(media["clip"])[:4]
+    tiled = Dehazer.load(frame_onnx, tile=40, tile_overlap=8)(np.stack(decoded))
+    np.testing.assert_array_equal(frames, tiled)
+
+
+def test_ctrl_c_finishes_the_frames_in_flight(frame_onnx, tmp_path):
+    """SIGINT mid-run: reading stops, frames already read are still written, the video is closed
+    properly (with its audio cut to the video), the summary is written, the exit status is 130."""
+    clip = make_clip(tmp_path / "long.mp4", 300)
+    out, summary_file = tmp_path / "out.mp4", tmp_path / "s.json"
+    process = subprocess.Popen([sys.executable, "-m", "kanet", "run", "--model", str(frame_onnx), "--source",
+                                str(clip), "--output", str(out), "--summary", str(summary_file)],
+                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    intermediate = tmp_path / ".out.video.mp4"  # written while frames flow (audio is remuxed at the end)
+    deadline = time.monotonic() + 60
+    while not (intermediate.is_file() and intermediate.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err.decode()
+    summary = json.loads(summary_file.read_text())
+    assert summary["interrupted"] and summary["sources"][0]["status"] == "stopped"
+    assert 0 < summary["frames_out"] == summary["frames_in"] < 300 and summary["dropped_frames"] == 0
+    assert len(read_frames(out)) == summary["frames_out"]
+    with av.open(str(out)) as container:
+        video_seconds = float(container.streams.video[0].duration * container.streams.video[0].time_base)
+        audio = container.streams.audio[0]
+        audio_seconds = sum(float(p.duration * p.time_base) for p in container.demux(audio) if p.duration)
+    assert audio_seconds < video_seconds + 0.2

@@ -1,0 +1,71 @@
+"""A synthetic paired set on disk (what `kanet synth` writes), for inspection or `--paired-dir` training."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .data import Source, read_depth, read_rgb, write_rgb
+from .synthesis import HazeConfig, synthesize, to_uint8
+
+SHEET_PAIRS = 12  # pairs shown on the contact sheet
+SHEET_COLUMNS = 3
+THUMB = 160
+
+
+def _square_crop(image: np.ndarray, depth: np.ndarray | None, size: int, rng: np.random.Generator):
+    """Scale so the short side is 1-1.25 x `size`, then a random size x size crop (same window for depth)."""
+    height, width = image.shape[:2]
+    scale = size / min(height, width) * float(rng.uniform(1.0, 1.25))
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    image = cv2.resize(image, (new_w, new_h), interpolation=interp)
+    depth = None if depth is None else cv2.resize(depth, (new_w, new_h), interpolation=interp)
+    top, left = int(rng.integers(0, new_h - size + 1)), int(rng.integers(0, new_w - size + 1))
+    window = (slice(top, top + size), slice(left, left + size))
+    return image[window], None if depth is None else depth[window], {"scale": round(scale, 4), "top": top, "left": left}
+
+
+def write_synthetic_set(sources: list[Source], out: str | Path, count: int, size: int, seed: int,
+                        config: HazeConfig, progress: bool = True) -> list[dict]:
+    """OUT/hazy/NAME.png, OUT/clear/NAME.png, OUT/params.jsonl (one line per pair) and OUT/contact_sheet.png.
+
+    Pair i uses source i mod len(sources) and `np.random.default_rng([seed, i])`.
+    """
+    out = Path(out)
+    records, sheet = [], []
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "params.jsonl").open("w") as lines:
+        for i in tqdm(range(count), desc="synth", unit="pair", disable=not progress):
+            source = sources[i % len(sources)]
+            rng = np.random.default_rng([seed, i])
+            depth = read_depth(source.depth) if source.depth else None
+            clear, depth, crop = _square_crop(read_rgb(source.clear), depth, size, rng)
+            hazy, params = synthesize(clear, rng, config, depth)
+            name = f"{i:05d}_{source.clear.stem}.png"
+            write_rgb(out / "hazy" / name, hazy)
+            write_rgb(out / "clear" / name, clear)
+            record = {"name": name, "source": str(source.clear), "crop": crop, **params}
+            lines.write(json.dumps(record) + "\n")
+            records.append(record)
+            if len(sheet) < SHEET_PAIRS:
+                sheet.append((clear, hazy, f"{name[:5]} beta {params['beta']:.2f}"))
+    write_rgb(out / "contact_sheet.png", contact_sheet(sheet))
+    return records
+
+
+def contact_sheet(pairs: list[tuple[np.ndarray, np.ndarray, str]]) -> np.ndarray:
+    """Clear | hazy thumbnails, SHEET_COLUMNS pairs per row, each pair labelled."""
+    cells = []
+    for clear, hazy, label in pairs:
+        thumbs = [to_uint8(cv2.resize(img, (THUMB, THUMB), interpolation=cv2.INTER_AREA)) for img in (clear, hazy)]
+        cell = np.full((THUMB + 22, 2 * THUMB + 4, 3), 255, np.uint8)
+        cell[22:, :THUMB], cell[22:, THUMB + 4:] = thumbs
+        cv2.putText(cell, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)  # 8-bit only
+        cells.append(np.pad(cell, ((4, 4), (4, 4), (0, 0)), constant_values=255))
+    while len(cells) % SHEET_COLUMNS:
+        cells.append(np.full_like(cells[0], 255))
+    rows = [np.concatenate(cells[r:r + SHEET_COLUMNS], axis=1) for r in range(0, len(cells), SHEET_COLUMNS)]
+    return np.concatenate(rows, axis=0).astype(np.float32) / 255.0
