@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from export.engine import BuildOptions, Profile
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 SAMPLES = REPO / "samples"
@@ -52,13 +54,29 @@ def model():
     return net.eval()
 
 
+# A profile small enough for a fast CPU build, one target: what CI builds and inspects.
+SMALL = BuildOptions(Profile((1, 64, 64), (1, 96, 128), (2, 128, 160)), compute_capabilities=("SM89",))
+
+
 @pytest.fixture(scope="session")
-def frame_onnx(model, tmp_path_factory) -> Path:
-    """FP32 frame-I/O ONNX (uint8 N x H x W x 3 BGR in and out) of the seeded `model`;
-    the FP16 ONNX and export.json lie beside it."""
-    from export.pipeline import export_checkpoint
+def checkpoint(model, tmp_path_factory) -> Path:
     from training import save_checkpoint
 
-    root = tmp_path_factory.mktemp("frame_onnx")
-    export_checkpoint(save_checkpoint(model, root / "kanet.pt"), root / "export", engine=False)
-    return root / "export" / "kanet_fp32.onnx"
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "kanet.pt")
+
+
+@pytest.fixture(scope="session")
+def exported(checkpoint, tmp_path_factory) -> dict:
+    """`kanet export` of the seeded `model`: FP32 + FP16 frame-I/O ONNX, a small-profile engine, export.json."""
+    from export.pipeline import export_checkpoint
+
+    root = tmp_path_factory.mktemp("export")
+    summary = export_checkpoint(checkpoint, root / "out", options=SMALL, cache_dir=root / "cache")
+    return {"dir": root / "out", "cache": root / "cache", "summary": summary}
+
+
+@pytest.fixture(scope="session")
+def frame_onnx(exported) -> Path:
+    """FP32 frame-I/O ONNX (uint8 N x H x W x 3 BGR in and out) of the seeded `model`;
+    the FP16 ONNX, the engine and export.json lie beside it."""
+    return exported["dir"] / "kanet_fp32.onnx"

@@ -12,29 +12,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import HAS_GPU, REPO, SAMPLES
+from conftest import HAS_GPU, REPO, SAMPLES, SMALL
 from export import ExportError
-from export.engine import BuildOptions, Profile, import_tensorrt
+from export.engine import BuildOptions, import_tensorrt
 from export.parity import Thresholds, compare, frame_cases, run_parity
 from export.pipeline import engine_from_onnx, export_checkpoint
 from export.wrappers import FrameIO
 from runtime.manifest import incompatibility, read_manifest, sha256_file
-from training import save_checkpoint
-
-SMALL = BuildOptions(Profile((1, 64, 64), (1, 96, 128), (2, 128, 160)), compute_capabilities=("SM89",))
-
-
-@pytest.fixture(scope="session")
-def checkpoint(model, tmp_path_factory) -> Path:
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "kanet.pt")
-
-
-@pytest.fixture(scope="session")
-def exported(checkpoint, tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("export")
-    summary = export_checkpoint(checkpoint, root / "out", options=SMALL, cache_dir=root / "cache")
-    return {"dir": root / "out", "cache": root / "cache", "summary": summary}
-
 
 @pytest.fixture(scope="session")
 def tensor_onnx(checkpoint, tmp_path_factory) -> Path:
