@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("kanet.commands.synth", "write a synthetic hazy/clear paired set (multi-degradation haze) with a contact sheet"),
     "train": ("kanet.commands.train", "train or fine-tune KA-Net (haze synthesis, contrastive loss, reweighting); resumable"),
     "eval": ("kanet.commands.eval", "score dehazing quality (PSNR/SSIM, haze density, contrast, colour) next to the dark channel prior"),
+    "bench": ("kanet.commands.bench", "latency, throughput, memory and FLOPs of every backend side by side; JSON, Markdown, plot"),
     "demo": ("kanet.commands.demo", "the whole job on the project's checkpoint: export, engine, parity, dehaze photos and a clip, report"),
 }
 

@@ -1,0 +1,131 @@
+"""The timing loop: every backend on the same frames, interleaved so machine drift hits all alike.
+
+Per shape: each backend's first call is timed apart (compilation, JIT kernels, allocations:
+`setup_s`); its second call, already warm, measures peak memory (the probes reset counters and
+release cached memory, so they stay out of the timed calls); then every backend makes `warmup`
+more untimed calls, and only then the timed rounds, in which every backend runs once, the
+starting backend rotating each round. A latency is host wall-clock time from uint8 frames in
+to uint8 frames out (the output is on the host, so the device has finished).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from .backends import Backend
+
+
+@dataclass(frozen=True)
+class Shape:
+    batch: int
+    height: int
+    width: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.batch}x{self.height}x{self.width}"
+
+    @property
+    def resolution(self) -> str:
+        return f"{self.height}x{self.width}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    warmup: int = 3
+    iterations: int = 30       # timed rounds at most
+    min_iterations: int = 3    # timed rounds at least, whatever the budget
+    budget_s: float = 60.0     # timed rounds per shape stop near this (all backends together)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def latency_stats(samples_ms: list[float]) -> dict:
+    values = np.asarray(samples_ms)
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {"mean": float(values.mean()), "std": float(values.std()), "min": float(values.min()),
+            "p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(values.max())}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+
+def _checked(backend: Backend, frames: np.ndarray) -> float:
+    """One call; its wall time in ms. Raises if the output is not frames of the input's shape."""
+    start = time.perf_counter()
+    out, _ = backend.infer_timed(frames)
+    elapsed = (time.perf_counter() - start) * 1e3
+    if out.shape != frames.shape or out.dtype != np.uint8:
+        raise ValueError(f"returned {out.dtype} {out.shape} for uint8 {frames.shape}")
+    return elapsed
+
+
+def rounds_for(estimate_ms: float, settings: Settings) -> int:
+    """Timed rounds: as many as fit the budget, clamped to [min_iterations, iterations]."""
+    fit = math.floor(settings.budget_s * 1e3 / max(estimate_ms, 1e-3))
+    return max(settings.min_iterations, min(settings.iterations, fit))
+
+
+def measure_shape(backends: list[Backend], shape: Shape, settings: Settings, flops_per_batch: int | None = None,
+                  progress: bool = True) -> list[dict]:
+    """One result row per backend at `shape` (an "error" row for a backend that failed)."""
+    frames = np.random.default_rng(settings.seed).integers(0, 256, (shape.batch, shape.height, shape.width, 3),
+                                                           dtype=np.uint8)
+    rows: dict[str, dict] = {}
+    live: list[Backend] = []
+    last_ms: dict[str, float] = {}
+    for backend in tqdm(backends, desc=f"{shape.label} setup", unit="backend", disable=not progress, leave=False):
+        base = {"backend": backend.name, "precision": backend.precision, **asdict(shape)}
+        try:
+            start = time.perf_counter()
+            _checked(backend, frames)
+            setup_s = time.perf_counter() - start
+            start = time.perf_counter()
+            peak = backend.memory(frames)
+            last_ms[backend.name] = (time.perf_counter() - start) * 1e3
+        except Exception as exc:  # a backend that cannot run this shape is a result, not a crash
+            rows[backend.name] = {**base, "error": _first_line(exc)}
+            continue
+        rows[backend.name] = {**base, "setup_s": round(setup_s, 3), "memory": peak}
+        live.append(backend)
+    for _ in tqdm(range(settings.warmup), desc=f"{shape.label} warm-up", unit="round", disable=not progress,
+                  leave=False):
+        for backend in live:
+            last_ms[backend.name] = _checked(backend, frames)
+    estimate = sum(last_ms[b.name] for b in live)
+
+    rounds = rounds_for(estimate, settings) if live else 0
+    samples: dict[str, list[float]] = {b.name: [] for b in live}
+    splits: dict[str, list[dict]] = {b.name: [] for b in live}
+    with tqdm(total=rounds * len(live), desc=f"{shape.label} timing", unit="call", disable=not progress,
+              leave=False) as bar:
+        for i in range(rounds):
+            for backend in live[i % len(live):] + live[:i % len(live)]:
+                start = time.perf_counter()
+                _, split = backend.infer_timed(frames)
+                samples[backend.name].append((time.perf_counter() - start) * 1e3)
+                splits[backend.name].append(split)
+                bar.update(1)
+
+    for backend in live:
+        stats = latency_stats(samples[backend.name])
+        split = {key: float(np.median([s[key] for s in splits[backend.name]])) for key in splits[backend.name][0]}
+        row = rows[backend.name]
+        row.update({
+            "warmup": settings.warmup, "iterations": rounds,
+            "latency_ms": stats,
+            "fps": shape.batch * 1e3 / stats["mean"],
+            "split_ms": split,
+            "samples_ms": [round(s, 3) for s in samples[backend.name]],
+        })
+        if flops_per_batch:
+            row["achieved_tflops"] = flops_per_batch / (stats["p50"] * 1e-3) / 1e12
+    return [rows[b.name] for b in backends]

@@ -1,0 +1,173 @@
+"""`kanet bench`: latency, throughput, memory and FLOPs of every backend, with JSON, Markdown and a plot."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import tempfile
+from pathlib import Path
+
+from kanet.cli import UserError
+
+RESOLUTIONS = ("256x256", "720x1280", "1080x1920")
+QUICK_RESOLUTIONS = ("256x256", "720x1280")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from benchmarks.names import ALL
+
+    parser.epilog = ("writes OUT/results.json (device, driver, library versions, git commit, every timing), "
+                     "OUT/results.md and OUT/latency.png. Targets are evaluated and recorded, never enforced. "
+                     "Compare two runs with: kanet bench --compare A.json B.json")
+    what = parser.add_argument_group("what to run")
+    what.add_argument("--checkpoint", metavar="CKPT",
+                      help="checkpoint to time (default: a seeded random KA-Net; timings do not depend on the weights)")
+    what.add_argument("--export-dir", metavar="DIR",
+                      help="use DIR/kanet_fp32.onnx, kanet_fp16.onnx, kanet_fp16.plan from `kanet export` "
+                           "(default: export into the cache, engine only when a GPU is present)")
+    what.add_argument("--backends", metavar="LIST",
+                      help=f"comma-separated subset of {','.join(ALL)} (default: all that run here; "
+                           "torch-compile is left out on CPU, where it compiles for minutes per shape)")
+    what.add_argument("--resolution", action="append", default=[], metavar="HxW",
+                      help=f"frame size, repeatable (default {', '.join(RESOLUTIONS)}; "
+                           f"--quick: {', '.join(QUICK_RESOLUTIONS)})")
+    what.add_argument("--batch", action="append", type=int, default=[], metavar="N",
+                      help="batch size, repeatable (default 1 and 4 on a GPU, 1 on CPU); the best one is reported")
+    what.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                      help="where PyTorch runs (default auto: cuda when available)")
+    what.add_argument("--quick", action="store_true",
+                      help="a small CPU-friendly run: 256x256 and one 720p point, few iterations, "
+                           "video at 256x256, no profiling (a couple of minutes)")
+    timing = parser.add_argument_group("timing")
+    timing.add_argument("--warmup", type=int, metavar="N",
+                        help="untimed calls per backend after its first call and its (warm) memory-measuring call "
+                             "(default 3 on a GPU, 1 on CPU; quick 0)")
+    timing.add_argument("--iterations", type=int, metavar="N",
+                        help="timed rounds per shape at most (default 100 on a GPU, 30 on CPU; quick 10)")
+    timing.add_argument("--min-iterations", type=int, metavar="N",
+                        help="timed rounds per shape at least, whatever the budget (default 3; quick 2)")
+    timing.add_argument("--budget", type=float, metavar="SECONDS",
+                        help="time for the timed rounds of one shape, all backends together; fewer rounds "
+                             "when they would take longer (default 60; quick 15)")
+    extra = parser.add_argument_group("end-to-end video and profiling")
+    extra.add_argument("--video-size", metavar="HxW",
+                       help="clip size for the `kanet run` figure (default: the largest resolution; quick 256x256)")
+    extra.add_argument("--video-frames", type=int, metavar="N",
+                       help="clip length in frames (default 300 on a GPU, 10 on CPU; quick 30)")
+    extra.add_argument("--no-video", action="store_true", help="skip the end-to-end video figure")
+    extra.add_argument("--profile", choices=("missed", "all", "off"),
+                       help="per-op-type profiles (ONNX Runtime profiler, torch.profiler) for the CPU targets: "
+                            "the missed ones (default), every evaluated one, or none (default with --quick)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", metavar="DIR",
+                     help="results folder (default benchmarks/results/<device>-<date>[-quick])")
+    out.add_argument("--cache", default="engines/cache", metavar="DIR",
+                     help="export and engine cache (default engines/cache)")
+    out.add_argument("--no-progress", action="store_true", help="no progress bars")
+    out.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
+                     help="print B/A ratios between two results files and exit")
+
+
+def _size(text: str, what: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"{what} {text!r}: expected HEIGHTxWIDTH, e.g. 720x1280") from None
+    if min(height, width) < 33:
+        raise UserError(f"{what} {text!r}: KA-Net needs frames of at least 33 x 33")
+    return height, width
+
+
+def _positive(value: int | float | None, what: str, minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        raise UserError(f"{what} must be at least {minimum}, got {value}")
+
+
+def _compare(paths: list[str]) -> int:
+    from benchmarks.report import compare, load_results
+
+    try:
+        print(compare(*(load_results(Path(p)) for p in paths)))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
+def _config(args: argparse.Namespace, gpu: bool):
+    import torch
+
+    from benchmarks.harness import Settings, Shape
+    from benchmarks.names import ALL
+    from benchmarks.suite import BenchConfig
+
+    _positive(args.warmup, "--warmup", minimum=0)
+    for value, what in ((args.iterations, "--iterations"), (args.min_iterations, "--min-iterations"),
+                        (args.video_frames, "--video-frames")):
+        _positive(value, what)
+    if args.budget is not None and args.budget <= 0:
+        raise UserError(f"--budget must be positive, got {args.budget}")
+    for batch in args.batch:
+        _positive(batch, "--batch")
+    backends = None
+    if args.backends:
+        backends = tuple(name.strip() for name in args.backends.split(",") if name.strip())
+        unknown = sorted(set(backends) - set(ALL))
+        if unknown or not backends:
+            raise UserError(f"--backends: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(ALL)}")
+    for path, what in ((args.checkpoint, "--checkpoint"), (args.export_dir, "--export-dir")):
+        if path and not Path(path).exists():
+            raise UserError(f"{what} {path}: no such file or folder")
+
+    quick = args.quick
+    sizes = [_size(t, "--resolution") for t in args.resolution or (QUICK_RESOLUTIONS if quick else RESOLUTIONS)]
+    batches = args.batch or ([1, 4] if gpu and not quick else [1])
+    shapes = [Shape(b, h, w) for h, w in sizes for b in batches]
+    iterations = args.iterations or (10 if quick else 100 if gpu else 30)
+    settings = Settings(
+        warmup=args.warmup if args.warmup is not None else (0 if quick else 3 if gpu else 1),
+        iterations=iterations,
+        min_iterations=args.min_iterations or min(2 if quick else 3, iterations),
+        budget_s=args.budget or (15.0 if quick else 60.0))
+    if settings.min_iterations > settings.iterations:
+        raise UserError(f"--min-iterations {settings.min_iterations} exceeds --iterations {settings.iterations}")
+    video_size = None
+    if not args.no_video:
+        video_size = (_size(args.video_size, "--video-size") if args.video_size
+                      else min(sizes, key=lambda s: s[0] * s[1]) if quick else max(sizes, key=lambda s: s[0] * s[1]))
+        if video_size[0] % 2 or video_size[1] % 2:
+            raise UserError(f"--video-size {video_size[0]}x{video_size[1]}: H.264 needs an even height and width")
+    return BenchConfig(
+        shapes=shapes, settings=settings, backends=backends, device=torch.device("cuda" if gpu else "cpu"),
+        checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+        export_dir=Path(args.export_dir) if args.export_dir else None, cache_dir=Path(args.cache),
+        video_size=video_size, video_frames=args.video_frames or (30 if quick else 300 if gpu else 10),
+        profile=args.profile or ("off" if quick else "missed"), progress=not args.no_progress)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.compare:
+        return _compare(args.compare)
+    import torch
+
+    from benchmarks import report, system
+    from benchmarks.suite import run_suite
+    from export import ExportError
+    from training import CheckpointError
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: PyTorch sees no CUDA GPU here")
+    config = _config(args, gpu=args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()))
+    try:
+        with tempfile.TemporaryDirectory(prefix="kanet-bench-") as workdir:
+            doc = run_suite(config, Path(workdir))
+    except (CheckpointError, ExportError) as exc:
+        raise UserError(str(exc)) from None
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M")
+    out = Path(args.out or Path("benchmarks") / "results" / f"{system.slug(doc['system'])}-{stamp}{'-quick' if args.quick else ''}")
+    out.mkdir(parents=True, exist_ok=True)
+    table = report.markdown(doc)
+    (out / "results.md").write_text(table)
+    report.write_json(doc, out / "results.json")
+    report.plot(doc, out / "latency.png")
+    print(table)
+    print(f"results written to {out}/results.json, results.md, latency.png")
+    return 0
