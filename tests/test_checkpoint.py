@@ -113,3 +113,8 @@ def test_release_checkpoint_halves_the_file_and_keeps_the_output(model, tmp_path
     released = load_checkpoint(tmp_path / "release.pt")
     for name, buf in released.rff_buffers().items():
         assert torch.equal(buf, model.rff_buffers()[name])
+
+
+def test_saved_checkpoint_is_readable_by_others(model, tmp_path):
+    path = save_checkpoint(model, tmp_path / "shared.pt")
+    assert path.stat().st_mode & 0o777 == 0o644

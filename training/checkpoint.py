@@ -117,6 +117,7 @@ def save_payload(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is a normal, shareable file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
