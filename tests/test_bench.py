@@ -22,9 +22,7 @@ from benchmarks.report import compare, load_results
 from benchmarks.targets import evaluate
 from benchmarks.video import write_clip
 from conftest import HAS_GPU, REPO
-from export.pipeline import export_checkpoint
 from kanet.cli import SUBCOMMANDS
-from training import save_checkpoint
 
 TINY = ["--resolution", "64x64", "--iterations", "2", "--warmup", "1", "--budget", "1", "--no-progress"]
 
@@ -34,11 +32,9 @@ def kanet(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def export_dir(model, tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("bench_export")
-    checkpoint = save_checkpoint(model, root / "kanet.pt")
-    export_checkpoint(checkpoint, root / "export", engine=False)
-    return {"checkpoint": checkpoint, "dir": root / "export"}
+def export_dir(checkpoint, exported) -> dict:
+    """The session's export (conftest): its checkpoint and the folder holding its ONNX models."""
+    return {"checkpoint": checkpoint, "dir": exported["dir"]}
 
 
 @pytest.fixture(scope="module")
