@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import torch
 from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+from polygraphy.logger import G_LOGGER
 
 from runtime.dehazer import ENGINE_SUFFIXES
 from runtime.manifest import read_manifest
@@ -24,6 +25,7 @@ from training import KANet
 from .errors import ExportError
 from .wrappers import FrameIO
 
+G_LOGGER.module_severity = G_LOGGER.WARNING  # session-creation chatter would break up the progress bar
 DEFAULT_SIZES = ((1, 96, 128), (2, 75, 101), (1, 130, 66))
 PHOTO_LONG_SIDE = 181  # not a multiple of 16, small enough for a CPU run
 
