@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 
 from benchmarks.quality import FULL_REFERENCE, NO_REFERENCE, full_reference_scores, no_reference_scores
+from runtime.sources import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 Method = Callable[[np.ndarray, str], np.ndarray]  # (hazy frame, image name) -> output frame
 
 
@@ -47,23 +47,38 @@ class EvalReport:
         return sum(r["method"] == method for r in self.images)
 
 
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise EvalError(f"{folder}: no such folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = _images(folder)
     if not files:
-        raise EvalError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise EvalError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
 
 
-def find_reference(name: str, folder: Path) -> Path | None:
-    """The clear image for hazy `name`: same stem, or the part before the first '_'
-    (the RESIDE / synthetic naming `0001_0.8_0.2.jpg` -> `0001.png`)."""
-    for stem in dict.fromkeys((Path(name).stem, Path(name).stem.split("_")[0])):
-        for suffix in IMAGE_SUFFIXES:
-            if (folder / (stem + suffix)).is_file():
-                return folder / (stem + suffix)
-    return None
+def _scene(name: str) -> str:
+    # Imported here: `training` pulls in torch, and `kanet --help` imports this module.
+    from training.data import pair_key
+
+    return pair_key(Path(name).stem)
+
+
+def scene_index(folder: Path) -> dict[str, Path]:
+    """The images in folder by scene, named as `kanet train` pairs them (training.data.pair_key)."""
+    index: dict[str, Path] = {}
+    for path in _images(folder):
+        index.setdefault(_scene(path.name), path)
+    return index
+
+
+def find_reference(name: str, index: dict[str, Path]) -> Path | None:
+    """The image in `index` showing the scene of `name`: `0001_0.8_0.2.jpg` -> `0001.png` (RESIDE),
+    `01_hazy` -> `01_GT` (NH-HAZE), or simply the same stem."""
+    return index.get(_scene(name))
 
 
 def read_image(path: Path) -> np.ndarray | None:
@@ -79,9 +94,11 @@ def fit_long_side(frame: np.ndarray, max_side: int | None) -> np.ndarray:
 
 
 def folder_method(folder: Path) -> Method:
-    """Outputs written by another tool: looked up by the hazy image's stem."""
+    """Outputs written by another tool: looked up by the hazy image's scene."""
+    index = scene_index(folder)
+
     def load(hazy: np.ndarray, name: str) -> np.ndarray:
-        path = find_reference(name, folder)
+        path = find_reference(name, index)
         image = read_image(path) if path else None
         if image is None:
             raise EvalError(f"{folder}: no readable output for {name}")
@@ -101,12 +118,13 @@ def evaluate(hazy_dir: Path, methods: dict[str, Method], clear_dir: Path | None 
         files = [f for f in files if f.name in wanted]
     if clear_dir is not None and not clear_dir.is_dir():
         raise EvalError(f"{clear_dir}: no such folder")
+    references = scene_index(clear_dir) if clear_dir is not None else {}
     for path in files:
         hazy, reference, reason = read_image(path), None, None
         if hazy is None:
             reason = "not a readable image"
         elif clear_dir is not None:
-            ref_path = find_reference(path.name, clear_dir)
+            ref_path = find_reference(path.name, references)
             reference = read_image(ref_path) if ref_path else None
             if reference is None:
                 reason = f"no readable clear image in {clear_dir}"

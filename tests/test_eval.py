@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks.dcp import dehaze_dcp
-from benchmarks.evaluate import evaluate, find_reference
+from benchmarks.evaluate import evaluate, find_reference, scene_index
 from benchmarks.quality import colourfulness, full_reference_scores, haze_density, local_contrast
 from conftest import REPO, SAMPLES
 from training.clear_images import BUNDLED
@@ -65,9 +65,10 @@ def test_dark_channel_prior_clears_real_photographs():
 def test_reference_matching_conventions(tmp_path):
     for name in ("0001.png", "canon.jpg"):
         (tmp_path / name).write_bytes(b"")
-    assert find_reference("0001_0.8_0.2.jpg", tmp_path) == tmp_path / "0001.png"
-    assert find_reference("canon.png", tmp_path) == tmp_path / "canon.jpg"
-    assert find_reference("0002_0.8.png", tmp_path) is None
+    index = scene_index(tmp_path)
+    assert find_reference("0001_0.8_0.2.jpg", index) == tmp_path / "0001.png"
+    assert find_reference("canon.png", index) == tmp_path / "canon.jpg"
+    assert find_reference("0002_0.8.png", index) is None
 
 
 def test_evaluate_pairs_and_skips(tmp_path, rocket):
