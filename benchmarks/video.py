@@ -16,13 +16,14 @@ SAMPLES = REPO / "samples"
 PHOTO = "cones.png"  # a real hazy photograph (samples/README.md); the clip pans across it
 
 
-def write_clip(path: Path, height: int, width: int, frames: int, fps: int = 30) -> Path:
+def write_clip(path: Path, height: int, width: int, frames: int, fps: int = 30,
+               source: Path = SAMPLES / PHOTO) -> Path:
     """An H.264 clip panning across a real hazy photograph, so the decoder sees real content."""
     if height % 2 or width % 2:
         raise ValueError(f"H.264 (yuv420p) needs an even frame size, got {height}x{width}")
-    photo = cv2.imread(str(SAMPLES / PHOTO), cv2.IMREAD_COLOR)
+    photo = cv2.imread(str(source), cv2.IMREAD_COLOR)
     if photo is None:
-        raise FileNotFoundError(f"{SAMPLES / PHOTO}: sample photograph missing")
+        raise FileNotFoundError(f"{source}: photograph missing or unreadable")
     pan = width // 4
     scale = max(height / photo.shape[0], (width + pan) / photo.shape[1])
     photo = cv2.resize(photo, (max(width + pan, round(photo.shape[1] * scale)), max(height, round(photo.shape[0] * scale))),

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
 from benchmarks.dcp import dehaze_dcp
-from benchmarks.evaluate import evaluate, fit_long_side, list_images, markdown_table
+from benchmarks.evaluate import evaluate, list_images, markdown_table
+from benchmarks.video import write_clip
 from runtime.cuda import device_count
 from runtime.manifest import sha256_file
 
@@ -119,25 +119,6 @@ def contact_sheet(rows: list[list[np.ndarray]], names: list[str], height: int = 
                         for line in lines])
 
 
-def make_pan_clip(image: np.ndarray, path: Path, frames: int, size: tuple[int, int], fps: int = 15) -> Path:
-    """A slow zoom-and-pan across a still photograph, encoded with PyAV (H.264 in MP4)."""
-    height, width = size
-    src_h, src_w = image.shape[:2]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(frames):
-            s = i / max(1, frames - 1)
-            zoom = 1.0 - 0.35 * s                       # the crop shrinks to 65 % of the frame
-            crop_h = int(src_h * zoom)
-            crop_w = min(src_w, int(crop_h * width / height))
-            y, x = int((src_h - crop_h) * 0.5 * s), int((src_w - crop_w) * s)
-            view = cv2.resize(image[y:y + crop_h, x:x + crop_w], (width, height), interpolation=cv2.INTER_AREA)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(view, format="bgr24")))
-        container.mux(stream.encode())
-    return path
-
-
 def photos_step(opts: DemoOptions, dehazer, log: DemoLog) -> tuple:
     images_dir = opts.out / "images"
     methods = {"hazy input": lambda f, n: f, "dark channel prior": lambda f, n: dehaze_dcp(f),
@@ -155,18 +136,14 @@ def photos_step(opts: DemoOptions, dehazer, log: DemoLog) -> tuple:
     return report, names
 
 
-def clip_source(opts: DemoOptions) -> np.ndarray:
-    first = list_images(opts.photos)[0]
-    return fit_long_side(cv2.imread(str(first)), 2 * max(opts.clip_size))
-
-
 def clip_step(opts: DemoOptions, dehazer, log: DemoLog) -> dict:
     """Generate the hazy clip, then dehaze it through the runtime's pipeline, side by side."""
     from runtime.pipeline import Pipeline
     from runtime.sinks import sinks_for
     from runtime.sources import open_sources
 
-    hazy_clip = make_pan_clip(clip_source(opts), opts.out / "clip_hazy.mp4", opts.clip_frames, opts.clip_size)
+    hazy_clip = write_clip(opts.out / "clip_hazy.mp4", *opts.clip_size, opts.clip_frames, fps=15,
+                           source=list_images(opts.photos)[0])
     output = opts.out / "clip_dehazed.mp4"
     sources = open_sources([str(hazy_clip)])
     pipeline = Pipeline(dehazer, sources, sinks_for(str(output), sources), batch=1, side_by_side=True)
