@@ -41,6 +41,9 @@ def compute_capability(device: int) -> str:
 class DeviceBuffer:
     """Device memory reallocated only when a larger size is asked for."""
 
+    _alloc = staticmethod(cudart.cudaMalloc)
+    _release = staticmethod(cudart.cudaFree)
+
     def __init__(self) -> None:
         self.ptr = 0
         self.nbytes = 0
@@ -50,31 +53,21 @@ class DeviceBuffer:
         if nbytes <= self.nbytes:
             return False
         self.free()
-        self.ptr = int(check(cudart.cudaMalloc(nbytes)))
+        self.ptr = int(check(self._alloc(nbytes)))
         self.nbytes = nbytes
         return True
 
     def free(self) -> None:
         if self.ptr:
-            check(cudart.cudaFree(self.ptr))
+            check(self._release(self.ptr))
         self.ptr, self.nbytes = 0, 0
 
 
 class PinnedBuffer(DeviceBuffer):
     """Page-locked host memory (fast, truly asynchronous copies), viewed as numpy arrays."""
 
-    def ensure(self, nbytes: int) -> bool:
-        if nbytes <= self.nbytes:
-            return False
-        self.free()
-        self.ptr = int(check(cudart.cudaMallocHost(nbytes)))
-        self.nbytes = nbytes
-        return True
-
-    def free(self) -> None:
-        if self.ptr:
-            check(cudart.cudaFreeHost(self.ptr))
-        self.ptr, self.nbytes = 0, 0
+    _alloc = staticmethod(cudart.cudaMallocHost)
+    _release = staticmethod(cudart.cudaFreeHost)
 
     def view(self, shape: tuple[int, ...]) -> np.ndarray:
         count = math.prod(shape)
