@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 
+from runtime.cuda import device_count
 from runtime.manifest import manifest_path, sha256_file
 from runtime.trt import TensorRTMissing
 from runtime.trt import import_tensorrt as runtime_import_tensorrt
@@ -82,16 +83,6 @@ def _network_flags(trt: ModuleType, flavour: str) -> int:
     return 0  # TensorRT 11 and TensorRT-RTX networks are strongly typed
 
 
-def _has_gpu() -> bool:
-    try:
-        from cuda.bindings import runtime as cudart
-
-        err, count = cudart.cudaGetDeviceCount()
-        return int(err) == 0 and count > 0
-    except ImportError:
-        return False
-
-
 def layer_precisions(network) -> dict:
     """Output types of the compute layers of a parsed network: the precision it will run in."""
     compute = {"CONVOLUTION", "DECONVOLUTION", "MATRIX_MULTIPLY", "NORMALIZATION", "SOFTMAX", "REDUCE"}
@@ -151,7 +142,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
     cache_file = None
     targets: list[str]
     if flavour == "tensorrt_rtx":
-        targets = list(options.compute_capabilities) or (["current"] if _has_gpu() else list(RTX_TARGETS))
+        targets = list(options.compute_capabilities) or (["current"] if device_count() else list(RTX_TARGETS))
         config.num_compute_capabilities = len(targets)
         for i, target in enumerate(targets):
             try:
