@@ -37,8 +37,11 @@ class Sink:
 class ImageFolder(Sink):
     """One PNG per frame: image inputs keep their names, video frames are numbered."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, source: Source) -> None:
         self.folder, self.path, self.count = folder, str(folder), 0
+        # The first files this sink will write, to find what it would replace before any work starts.
+        names = getattr(source, "names", None) or [f"{0:06d}"]
+        self.targets = [folder / f"{name}.png" for name in names]
 
     def write(self, image: np.ndarray, time: float | None, name: str | None) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -51,6 +54,7 @@ class ImageFolder(Sink):
 class ImageFile(Sink):
     def __init__(self, path: Path) -> None:
         self.file, self.path = path, str(path)
+        self.targets = [path]
 
     def write(self, image: np.ndarray, time: float | None, name: str | None) -> None:
         self.file.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +67,7 @@ class VideoFile(Sink):
 
     def __init__(self, path: Path, source: Source, fps: float | None) -> None:
         self.file, self.path, self.source = path, str(path), source
+        self.targets = [path]
         self.fps = Fraction(fps).limit_denominator(1001) if fps else None
         self._container = None
         self._next_pts = 0
@@ -191,4 +196,31 @@ def sinks_for(output: str, sources: list[Source], fps: float | None = None) -> l
     if path.is_file():
         raise DehazeError(f"{output}: exists and is not a folder; outputs are a folder, a video "
                           f"({', '.join(VIDEO_CODECS)}), an image file or '-'")
-    return [ImageFolder(path / s.label if several else path) for s in sources]
+    return [ImageFolder(path / s.label if several else path, s) for s in sources]
+
+
+def _identity(path: Path) -> tuple:
+    """What makes two paths one file: device and inode where it exists (hard links, symlinks, case-folding
+    file systems), else the resolved path."""
+    try:
+        st = path.stat()
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        return (str(path.resolve()),)
+
+
+def check_outputs(sinks: list[Sink], sources: list[Source], overwrite: bool = False) -> None:
+    """Refuse, before any work starts, an output that is a source file, an image folder that holds a
+    source's files, and (without `overwrite`) an output file that exists already."""
+    inputs = {_identity(f) for s in sources for f in s.files()}
+    input_folders = {_identity(f.parent) for s in sources for f in s.files()}
+    for sink in sinks:
+        if isinstance(sink, ImageFolder) and _identity(sink.folder) in input_folders:
+            raise DehazeError(f"{sink.folder}: holds the source images; writing there would mix outputs "
+                              f"with (or replace) the originals: choose another --output")
+        for target in getattr(sink, "targets", []):
+            if _identity(target) in inputs:
+                raise DehazeError(f"{target}: is a source of this run and would be overwritten: choose another "
+                                  f"--output (--overwrite never replaces a source)")
+            if target.exists() and not overwrite:
+                raise DehazeError(f"{target}: exists; give --overwrite to replace it, or another --output")

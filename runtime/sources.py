@@ -67,6 +67,10 @@ class Source:
     def frames(self, stop: threading.Event) -> Iterator[Decoded]:
         raise NotImplementedError
 
+    def files(self) -> list[Path]:
+        """The files this source reads: outputs must never replace them."""
+        return []
+
     def report(self) -> dict:
         s = self.stats
         return {"source": self.spec, "kind": self.kind, "status": s.status, "frames_in": s.frames + s.undecodable,
@@ -84,6 +88,9 @@ class ImageFiles(Source):
         stems = [p.stem for p in paths]
         # Output names: the file stem, made unique when two inputs share one (a.jpg, a.png).
         self.names = [s if stems.count(s) == 1 else f"{s}_{p.suffix[1:]}" for s, p in zip(stems, paths)]
+
+    def files(self) -> list[Path]:
+        return list(self.paths)
 
     def frames(self, stop: threading.Event) -> Iterator[Decoded]:
         for path, name in zip(self.paths, self.names):
@@ -171,6 +178,9 @@ class VideoFile(Source):
                 self.audio = spec if container.streams.audio else None
         except (av.FFmpegError, OSError, DehazeError) as exc:
             self.stats.fail("failed", f"cannot open: {exc}")
+
+    def files(self) -> list[Path]:
+        return [Path(self.spec)]
 
     def frames(self, stop: threading.Event) -> Iterator[Decoded]:
         if self.stats.status == "failed":

@@ -279,3 +279,58 @@ def test_ctrl_c_finishes_the_frames_in_flight(frame_onnx, tmp_path):
         audio = container.streams.audio[0]
         audio_seconds = sum(float(p.duration * p.time_base) for p in container.demux(audio) if p.duration)
     assert audio_seconds < video_seconds + 0.2
+
+
+def _digest(paths: list[Path]) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in paths}
+
+
+@pytest.mark.parametrize("case", ["same video", "same folder", "symlink to the video", "hard link to the video",
+                                  "image onto itself"])
+def test_an_input_is_never_overwritten(frame_onnx, media, tmp_path, capsys, case):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(media["clip"].read_bytes())
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.png", "b.jpg"):
+        cv2.imwrite(str(photos / name), np.full((40, 40, 3), 90, np.uint8))
+    source, output = {
+        "same video": (clip, clip),
+        "same folder": (photos, photos),
+        "symlink to the video": (clip, tmp_path / "link.mp4"),
+        "hard link to the video": (clip, tmp_path / "hard.mp4"),
+        "image onto itself": (photos / "a.png", photos / "a.png"),
+    }[case]
+    if case.startswith("symlink"):
+        output.symlink_to(clip)
+    if case.startswith("hard"):
+        os.link(clip, output)
+    before = _digest([clip, *photos.iterdir()])
+    for extra in ([], ["--overwrite"]):  # --overwrite never replaces a source
+        assert main(["run", "--model", str(frame_onnx), "--source", str(source), "--output", str(output),
+                     *extra]) == 2
+        assert "source" in capsys.readouterr().err
+    assert _digest([clip, *photos.iterdir()]) == before
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png", "b.jpg"]
+
+
+def test_an_existing_output_needs_overwrite(frame_onnx, media, tmp_path, capsys):
+    target = tmp_path / "out.mp4"
+    target.write_bytes(b"keep me")
+    args = ["run", "--model", str(frame_onnx), "--source", str(media["clip"]), "--output", str(target),
+            "--max-frames", "2"]
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err and target.read_bytes() == b"keep me"
+    assert main([*args, "--overwrite"]) == 0
+    with av.open(str(target)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 2
+
+
+def test_without_output_each_run_gets_a_new_folder(frame_onnx, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    image = tmp_path / "hazy.png"
+    cv2.imwrite(str(image), np.full((40, 40, 3), 90, np.uint8))
+    for folder in ("exp", "exp2"):
+        assert main(["run", "--model", str(frame_onnx), "--source", str(image)]) == 0
+        assert f"runs/dehaze/{folder}" in capsys.readouterr().err
+        assert (tmp_path / "runs/dehaze" / folder / "hazy.png").is_file()

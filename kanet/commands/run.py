@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder (PNG per frame; a subfolder per source when several), video file "
                              ".mp4/.mkv/.mov/.avi/.webm/.ts (audio copied from a source video; NAME-LABEL.ext per "
                              "source when several), an image file for one input image, or - for raw bgr24 frames "
-                             "on stdout")
+                             "on stdout); default: a new folder runs/dehaze/exp, exp2, ...")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace output files that exist already (a source is never replaced)")
     parser.add_argument("--summary", metavar="FILE.json",
                         help="write the run's summary: frames in/out, undecodable, fps, latency percentiles, "
                              "per-source counts, retried/dropped streams")
@@ -52,6 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="first reconnect delay in seconds, doubled per failure up to 30 (default 1)")
     parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
                         help="seconds without data before a stream counts as stalled (default 10)")
+
+
+def next_run_folder(base: Path = Path("runs/dehaze")) -> Path:
+    """runs/dehaze/exp, then exp2, exp3, ...: a default output never lands on an earlier run's."""
+    n = 1
+    while (base / (f"exp{n}" if n > 1 else "exp")).exists():
+        n += 1
+    return base / (f"exp{n}" if n > 1 else "exp")
 
 
 def parse_tile(text: str):
@@ -85,18 +95,20 @@ def _print_summary(summary: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     from runtime import DehazeError, Dehazer
     from runtime.pipeline import Pipeline
-    from runtime.sinks import Window, sinks_for
+    from runtime.sinks import Window, check_outputs, sinks_for
     from runtime.sources import open_sources
 
     logging.basicConfig(format="kanet run: %(message)s")
     if not args.output and not args.show:
-        raise UserError("nowhere to write: give --output (or --show for a live window)")
+        args.output = str(next_run_folder())
+        print(f"kanet run: writing to {args.output}", file=sys.stderr)
     if args.batch < 1 or (args.max_frames is not None and args.max_frames < 1):
         raise UserError("--batch and --max-frames must be at least 1")
     tile = parse_tile(args.tile)
     try:
         sources = open_sources(args.source, args.retries, args.retry_delay, args.timeout)
         sinks = sinks_for(args.output, sources, args.fps) if args.output else [None] * len(sources)
+        check_outputs([s for s in sinks if s is not None], sources, args.overwrite)
         window = Window() if args.show else None
         with Dehazer.load(args.model, args.backend, args.device, tile, args.tile_overlap) as dehazer:
             summary = Pipeline(dehazer, sources, sinks, batch=args.batch, side_by_side=args.side_by_side,
