@@ -28,6 +28,23 @@ def charbonnier_per_sample(pred: Tensor, target: Tensor, eps: float = 1e-3) -> T
     return torch.sqrt((pred - target).square() + eps * eps).flatten(1).mean(1)
 
 
+def ssim_per_sample(pred: Tensor, target: Tensor, sigma: float = 1.5) -> Tensor:
+    """Mean SSIM per sample (Gaussian window, data range 1), the structure term L1 alone leaves loose."""
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mu_p, mu_t = gaussian_blur(pred, sigma), gaussian_blur(target, sigma)
+    var_p = gaussian_blur(pred * pred, sigma) - mu_p * mu_p
+    var_t = gaussian_blur(target * target, sigma) - mu_t * mu_t
+    cov = gaussian_blur(pred * target, sigma) - mu_p * mu_t
+    ssim = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p * mu_p + mu_t * mu_t + c1) * (var_p + var_t + c2))
+    return ssim.flatten(1).mean(1)
+
+
+def colour_per_sample(pred: Tensor, target: Tensor, eps: float = 1e-6) -> Tensor:
+    """Mean angle-like colour error per sample (1 - cosine of the RGB vectors): a cast costs even when
+    brightness matches."""
+    return (1 - F.cosine_similarity(pred + eps, target + eps, dim=1)).flatten(1).mean(1)
+
+
 RECONSTRUCTION: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"l1": l1_per_sample, "charbonnier": charbonnier_per_sample}
 
 

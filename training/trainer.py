@@ -30,7 +30,7 @@ from . import config as config_io
 from .checkpoint import CheckpointError, check_state_dict, load_checkpoint, read_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import TrainingSet, clear_sources, paired_sources, split_sources, validation_samples
-from .losses import RECONSTRUCTION, GaussianContrastiveLoss
+from .losses import RECONSTRUCTION, GaussianContrastiveLoss, colour_per_sample, ssim_per_sample
 from .models import KANet
 from .models.bottleneck import CHANNELS  # width of the bottleneck, hence of z
 from .reweighting import SampleReweighter
@@ -255,7 +255,12 @@ class Trainer:
                            else output.new_zeros((), dtype=torch.float32))
         output = output.float()
         weights = self.reweighter(z) if self.reweighter is not None else torch.ones(output.shape[0], device=self.device)
-        reconstruction = (weights * self.reconstruction(output, clear)).mean()
+        per_sample = self.reconstruction(output, clear)
+        if self.cfg.loss.ssim_weight:
+            per_sample = per_sample + self.cfg.loss.ssim_weight * (1 - ssim_per_sample(output, clear))
+        if self.cfg.loss.colour_weight:
+            per_sample = per_sample + self.cfg.loss.colour_weight * colour_per_sample(output, clear)
+        reconstruction = (weights * per_sample).mean()
         loss = reconstruction + self.cfg.loss.contrastive_weight * contrastive
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
