@@ -16,12 +16,13 @@ import cv2
 import numpy as np
 
 from benchmarks.quality import FULL_REFERENCE, NO_REFERENCE, full_reference_scores, no_reference_scores
+from runtime.errors import KanetError
 from runtime.sources import IMAGE_SUFFIXES
 
 Method = Callable[[np.ndarray, str], np.ndarray]  # (hazy frame, image name) -> output frame
 
 
-class EvalError(Exception):
+class EvalError(KanetError):
     """Bad evaluation input (missing folder, unreadable references); names the path."""
 
 

@@ -8,6 +8,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from runtime.errors import KanetError
 
 # name -> (module defining `add_arguments(parser)` and `run(args) -> int`, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -24,7 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class UserError(Exception):
+class UserError(KanetError):
     """An error caused by the user's input: printed as one message, no traceback."""
 
 
@@ -49,10 +55,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except UserError as exc:
+    except KanetError as exc:
         print(f"kanet {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"kanet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not bad input: one line here, the traceback in a log file
+        log = _write_crash_log(args.command)
+        name = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"kanet {args.command}: internal error ({name[:300]}); please report it with the traceback in {log}",
+              file=sys.stderr)
+        return 1
+
+
+def _write_crash_log(command: str) -> Path:
+    folder = Path(tempfile.gettempdir()) / "kanet-crash"
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{id(sys.exc_info()[1]):x}.log"
+    log.write_text(f"kanet {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    return log
 

@@ -1,6 +1,10 @@
-"""The one error the runtime raises for bad input, bad models and missing hardware."""
+"""The errors kanet raises for bad input, bad models and missing hardware (torch-free, so every package can use it)."""
 from __future__ import annotations
 
 
-class DehazeError(Exception):
+class KanetError(Exception):
+    """Base of every error caused by the user's input or machine: `kanet` prints the message as one line, exit 2."""
+
+
+class DehazeError(KanetError):
     """The model, the frames or this machine cannot do what was asked; the message says why and what to do."""

@@ -9,6 +9,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from runtime.errors import KanetError
+
 from .models import KANet
 
 CHECKPOINT_FORMAT = "kanet-checkpoint"
@@ -16,7 +18,7 @@ CHECKPOINT_VERSION = 1
 _DATA_PARALLEL_PREFIX = "module."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(KanetError, ValueError):
     """A checkpoint that cannot be read or does not fit the network."""
 
 

@@ -14,12 +14,14 @@ from typing import Any, Mapping
 
 import yaml
 
+from runtime.errors import KanetError
+
 from .losses import DEFAULT_LAYER_WEIGHTS, NEGATIVES
 from .reweighting import ReweightConfig
 from .synthesis import HazeConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(KanetError, ValueError):
     """A configuration file or override that cannot be used."""
 
 

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from runtime.errors import KanetError
+
 from .models import PAD_MULTIPLE
 from .synthesis import HazeConfig, synthesize, to_uint8
 
@@ -30,7 +32,7 @@ _FLOAT = re.compile(r"^\d*\.?\d+$")
 VAL_SEED_OFFSET = 1 << 40  # validation haze draws never coincide with a training sample's
 
 
-class DataError(ValueError):
+class DataError(KanetError, ValueError):
     """Unusable training data (missing folders, unmatched names, unreadable images)."""
 
 

@@ -26,6 +26,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from runtime.errors import KanetError
+
 from . import config as config_io
 from .checkpoint import CheckpointError, check_state_dict, load_checkpoint, read_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
@@ -47,7 +49,7 @@ MIN_EPOCH_STEPS = 500
 RESUME_FREE = {"steps", "out", "device", "threads", "workers", "val_every", "log_every", "save_every"}
 
 
-class TrainingError(RuntimeError):
+class TrainingError(KanetError, RuntimeError):
     """Training cannot go on (the loss diverged)."""
 
 

@@ -150,17 +150,12 @@ def run(args: argparse.Namespace) -> int:
 
     from benchmarks import report, system
     from benchmarks.suite import run_suite
-    from export import ExportError
-    from training import CheckpointError
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: PyTorch sees no CUDA GPU here")
     config = _config(args, gpu=args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()))
-    try:
-        with tempfile.TemporaryDirectory(prefix="kanet-bench-") as workdir:
-            doc = run_suite(config, Path(workdir))
-    except (CheckpointError, ExportError) as exc:
-        raise UserError(str(exc)) from None
+    with tempfile.TemporaryDirectory(prefix="kanet-bench-") as workdir:
+        doc = run_suite(config, Path(workdir))
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M")
     out = Path(args.out or Path("benchmarks") / "results" / f"{system.slug(doc['system'])}-{stamp}{'-quick' if args.quick else ''}")
     out.mkdir(parents=True, exist_ok=True)

@@ -30,12 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from benchmarks.evaluate import EvalError
-    from export import ExportError
     from kanet.demo import DemoOptions, run_demo
-    from runtime import DehazeError
     from runtime.cuda import device_count
-    from training import CheckpointError
 
     checkpoint, photos = Path(args.checkpoint), Path(args.photos)
     if not checkpoint.is_file():
@@ -48,11 +44,8 @@ def run(args: argparse.Namespace) -> int:
     opts = DemoOptions(out=Path(args.out), checkpoint=checkpoint, photos=photos,
                        max_side=args.max_side if args.max_side else (None if gpu else 480),
                        clip_frames=args.clip_frames, backend=args.backend)
-    try:
-        with tqdm(desc="demo", unit="check") as bar:
-            summary = run_demo(opts, bar)
-    except (CheckpointError, ExportError, DehazeError, EvalError) as exc:
-        raise UserError(str(exc)) from None
+    with tqdm(desc="demo", unit="check") as bar:
+        summary = run_demo(opts, bar)
     print(summary.read_text())
     print(f"demo written to {opts.out}/ (summary: {summary})")
     return 0

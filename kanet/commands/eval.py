@@ -56,17 +56,14 @@ def build_methods(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from benchmarks.evaluate import EvalError, evaluate, list_images, markdown_table
+    from benchmarks.evaluate import evaluate, list_images, markdown_table
 
     out = Path(args.out)
-    try:
-        methods = build_methods(args)
-        count = len(list_images(Path(args.hazy)))
-        with tqdm(total=count, desc="eval", unit="image") as bar:
-            report = evaluate(Path(args.hazy), methods, Path(args.clear) if args.clear else None,
-                              out if args.save_images else None, args.max_side, progress=bar.update)
-    except EvalError as exc:
-        raise UserError(str(exc)) from None
+    methods = build_methods(args)
+    count = len(list_images(Path(args.hazy)))
+    with tqdm(total=count, desc="eval", unit="image") as bar:
+        report = evaluate(Path(args.hazy), methods, Path(args.clear) if args.clear else None,
+                          out if args.save_images else None, args.max_side, progress=bar.update)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report.to_json(), indent=2))
     table = markdown_table(report, args.title)

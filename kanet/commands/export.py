@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from kanet.cli import UserError
 
 from ._profile import add_build_arguments, build_options
 
@@ -26,16 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export import ExportError
     from export.pipeline import export_checkpoint
 
-    try:
-        options = build_options(args)
-        summary = export_checkpoint(args.checkpoint, args.out, io=args.io, precision=args.precision,
-                                    opset=args.opset, options=options, cache_dir=args.cache,
-                                    engine=not args.no_engine, simplify=not args.no_simplify)
-    except ExportError as exc:
-        raise UserError(str(exc)) from None
+    options = build_options(args)
+    summary = export_checkpoint(args.checkpoint, args.out, io=args.io, precision=args.precision,
+                                opset=args.opset, options=options, cache_dir=args.cache,
+                                engine=not args.no_engine, simplify=not args.no_simplify)
     print(f"FP32 ONNX  {summary['onnx_fp32']['path']}  (attention chains Q-scaled: "
           f"{summary['onnx_fp32']['attention']['q_scaled_chains']}/{summary['onnx_fp32']['attention']['softmax_chains']})")
     print(f"FP16 ONNX  {summary['onnx_fp16']['path']}  ({len(summary['fp32_nodes'])} nodes kept FP32: "

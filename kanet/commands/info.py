@@ -4,20 +4,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 
-from kanet.cli import UserError
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", nargs="?", help="a checkpoint to load and describe (optional)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from training import CheckpointError, KANet, load_checkpoint
+    from training import KANet, load_checkpoint
 
-    try:
-        model = load_checkpoint(args.checkpoint) if args.checkpoint else KANet()
-    except CheckpointError as exc:
-        raise UserError(str(exc)) from None
+    model = load_checkpoint(args.checkpoint) if args.checkpoint else KANet()
     params = sum(p.numel() for p in model.parameters())
     print(f"KA-Net: {params:,} parameters, {len(model.state_dict())} state_dict tensors, rff_seed {model.rff_seed}")
     for name in ("torch", "onnx", "onnxruntime", "tensorrt", "tensorrt_rtx", "cv2", "av"):

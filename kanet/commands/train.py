@@ -89,23 +89,17 @@ def _overrides(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from training.checkpoint import CheckpointError
-    from training.config import ConfigError
-    from training.data import DataError
-    from training.trainer import Trainer, TrainingError, read_resumable, resolve_config
+    from training.trainer import Trainer, read_resumable, resolve_config
 
     logging.basicConfig(level=logging.INFO, format="kanet train: %(message)s", stream=sys.stderr)
-    try:
-        if args.resume and args.init:
-            raise UserError("--resume continues a run with its own weights: drop --init")
-        payload = read_resumable(args.resume) if args.resume else None
-        config = resolve_config(_overrides(args), payload["config"] if payload else None)
-        if args.print_config:
-            print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
-            return 0
-        result = Trainer(config, payload).fit()
-    except (ConfigError, DataError, CheckpointError, TrainingError) as exc:
-        raise UserError(str(exc)) from None
+    if args.resume and args.init:
+        raise UserError("--resume continues a run with its own weights: drop --init")
+    payload = read_resumable(args.resume) if args.resume else None
+    config = resolve_config(_overrides(args), payload["config"] if payload else None)
+    if args.print_config:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    result = Trainer(config, payload).fit()
     best = f"{result.best} (validation PSNR {result.best_psnr:.2f} dB)" if result.best else "none yet"
     print(f"{'interrupted' if result.interrupted else 'finished'} at step {result.step}: last {result.last}; best {best}")
     if result.interrupted:

@@ -1,0 +1,71 @@
+"""Bad input never crashes: one error base, one handler in `kanet`, bugs reported as one line plus a log file."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from kanet import cli
+
+
+def kanet(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kanet", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def one_line_error(proc: subprocess.CompletedProcess, command: str, code: int = 2) -> str:
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(f"kanet {command}: error: ")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_every_package_error_is_a_kanet_error():
+    from benchmarks.evaluate import EvalError
+    from export import ExportError
+    from runtime import DehazeError
+    from runtime.errors import KanetError
+    from training.checkpoint import CheckpointError
+    from training.config import ConfigError
+    from training.data import DataError
+    from training.trainer import TrainingError
+
+    for error in (EvalError, ExportError, DehazeError, CheckpointError, ConfigError, DataError, TrainingError,
+                  cli.UserError):
+        assert issubclass(error, KanetError), error
+    # the old bases stay, so `except ValueError` around config/data/checkpoint code still works
+    assert issubclass(ConfigError, ValueError) and issubclass(CheckpointError, ValueError)
+
+
+def test_package_error_is_printed_by_the_one_handler(tmp_path):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    line = one_line_error(kanet("info", str(bad)), "info")
+    assert "broken.pt: not a readable PyTorch checkpoint" in line
+
+
+def test_a_bug_is_one_line_and_a_log_file(tmp_path, monkeypatch, capsys):
+    (tmp_path / "buggy_command.py").write_text(
+        "def add_arguments(parser):\n    pass\n\n"
+        "def run(args):\n    return {}['missing key']\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli.SUBCOMMANDS, "buggy", ("buggy_command", "raises a KeyError"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    assert cli.main(["buggy"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("kanet buggy: internal error (KeyError: 'missing key')"), err
+    logs = list((tmp_path / "kanet-crash").glob("buggy-*.log"))
+    assert len(logs) == 1 and str(logs[0]) in err
+    text = logs[0].read_text()
+    assert "Traceback (most recent call last)" in text and "buggy_command.py" in text
+
+
+@pytest.mark.parametrize("argv", [["nosuch"], ["run", "--tile", "zz", "x.png", "--model", "m.onnx"]])
+def test_argument_errors_keep_their_exit_code(argv):
+    proc = kanet(*argv)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
