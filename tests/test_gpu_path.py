@@ -39,3 +39,19 @@ def test_build_for_sm90_with_tensorrt_rtx_says_install_full_tensorrt(tiny_onnx, 
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert "TensorRT-RTX does not support this GPU (SM90)" in lines[0] and "-e '.[tensorrt]'" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_no_driver_means_no_gpu_and_an_old_driver_is_an_error():
+    from cuda.bindings import runtime as cudart
+
+    from runtime.cuda import device_count, device_count_error
+
+    error = cudart.cudaError_t
+    # This machine: no NVIDIA driver, so cuda-bindings reports cudaErrorInsufficientDriver with driver version 0.
+    if cudart.cudaDriverGetVersion()[1] == 0:
+        assert cudart.cudaGetDeviceCount()[0] == error.cudaErrorInsufficientDriver
+        assert device_count() == 0
+    assert device_count_error(error.cudaErrorNoDevice, 13000, 13050) is None
+    why = device_count_error(error.cudaErrorInsufficientDriver, 12040, 13050)
+    assert why.startswith("CUDA error cudaErrorInsufficientDriver") and "CUDA 12.4" in why and "R580" in why
+    assert "tensorrt-cu12" in why
