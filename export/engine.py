@@ -145,6 +145,15 @@ def engine_targets(trt: ModuleType, flavour: str, options: BuildOptions) -> list
     return resolved
 
 
+def builder_config(trt: ModuleType, builder, options: BuildOptions, precision: str):
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gib * (1 << 30)))
+    config.builder_optimization_level = options.optimization_level
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default: FP32 parity must mean FP32 arithmetic
+    return config
+
+
 def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildOptions = BuildOptions(),
                  precision: str = "fp16", fp32_nodes: list[str] | None = None, checkpoint_sha256: str | None = None,
                  prefer: str | None = None) -> dict:
@@ -166,9 +175,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
         batch, height, width = shape
         return (batch, height, width, 3) if frames_io else (batch, 3, height, width)
 
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gib * (1 << 30)))
-    config.builder_optimization_level = options.optimization_level
+    config = builder_config(trt, builder, options, precision)
     profile = builder.create_optimization_profile()
     prof = options.profile
     profile.set_shape(tensor_in.name, dims(prof.min), dims(prof.opt), dims(prof.max))

@@ -55,3 +55,13 @@ def test_no_driver_means_no_gpu_and_an_old_driver_is_an_error():
     why = device_count_error(error.cudaErrorInsufficientDriver, 12040, 13050)
     assert why.startswith("CUDA error cudaErrorInsufficientDriver") and "CUDA 12.4" in why and "R580" in why
     assert "tensorrt-cu12" in why
+
+
+def test_fp32_builds_clear_tf32_fp16_builds_keep_the_default():
+    from export.engine import BuildOptions, builder_config, import_tensorrt
+
+    trt, _ = import_tensorrt()
+    builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+    assert builder.create_builder_config().get_flag(trt.BuilderFlag.TF32)  # the default this guards against
+    assert not builder_config(trt, builder, BuildOptions(), "fp32").get_flag(trt.BuilderFlag.TF32)
+    assert builder_config(trt, builder, BuildOptions(), "fp16").get_flag(trt.BuilderFlag.TF32)
