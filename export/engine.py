@@ -124,10 +124,11 @@ def _gpus() -> int:
 
 
 def engine_targets(trt: ModuleType, flavour: str, options: BuildOptions) -> list[str]:
-    """TensorRT-RTX: the compute capabilities to build for ('current' resolved to this GPU's);
+    """The compute capabilities the engine is for, recorded in its manifest and cache key. TensorRT-RTX:
+    the targets asked for ('current' resolved to this GPU's);
     ExportError for a target TensorRT-RTX has no kernels for (SM90: full TensorRT is needed)."""
-    if flavour != "tensorrt_rtx":
-        return ["current"]
+    if flavour != "tensorrt_rtx":  # full TensorRT builds for the GPU it runs on: record which
+        return [compute_capability(0)] if _gpus() else ["current"]
     targets = list(options.compute_capabilities) or (["current"] if _gpus() else list(RTX_TARGETS))
     resolved = []
     for target in targets:

@@ -65,3 +65,21 @@ def test_fp32_builds_clear_tf32_fp16_builds_keep_the_default():
     assert builder.create_builder_config().get_flag(trt.BuilderFlag.TF32)  # the default this guards against
     assert not builder_config(trt, builder, BuildOptions(), "fp32").get_flag(trt.BuilderFlag.TF32)
     assert builder_config(trt, builder, BuildOptions(), "fp16").get_flag(trt.BuilderFlag.TF32)
+
+
+def test_engine_cache_key_depends_on_the_gpu_targets():
+    from export.engine import BuildOptions
+
+    options = BuildOptions()
+    assert options.key("sha", "tensorrt", "10.9", ["SM90"]) != options.key("sha", "tensorrt", "10.9", ["SM89"])
+
+
+@pytest.mark.gpu
+def test_full_tensorrt_manifest_records_this_gpu(tiny_onnx, tmp_path):
+    pytest.importorskip("tensorrt", reason="full TensorRT is not installed")
+    from export.engine import BuildOptions, Profile, build_engine
+    from runtime.cuda import compute_capability
+
+    options = BuildOptions(Profile((1, 64, 64), (1, 64, 64), (1, 64, 64)))
+    manifest = build_engine(tiny_onnx, tmp_path / "tiny.plan", options, prefer="tensorrt")
+    assert manifest["targets"]["compute_capabilities"] == [compute_capability(0)]
