@@ -11,16 +11,19 @@ import hashlib
 import json
 import os
 import platform
+import re
 import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 
-from runtime.cuda import device_count
+from runtime.cuda import compute_capability, device_count
+from runtime.errors import DehazeError
 from runtime.manifest import manifest_path, sha256_file
 from runtime.trt import TensorRTMissing
 from runtime.trt import import_tensorrt as runtime_import_tensorrt
+from runtime.trt import rtx_unsupported
 
 from .errors import ExportError
 
@@ -71,8 +74,10 @@ class BuildOptions:
     optimization_level: int = 3
     compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX only; () = the current GPU or all targets
 
-    def key(self, onnx_sha: str, flavour: str, version: str) -> str:
-        blob = json.dumps({"onnx": onnx_sha, "flavour": flavour, "version": version, **asdict(self)}, sort_keys=True)
+    def key(self, onnx_sha: str, flavour: str, version: str, targets: list[str]) -> str:
+        """targets: the resolved compute capabilities, so an engine is never reused on another GPU."""
+        blob = json.dumps({"onnx": onnx_sha, "flavour": flavour, "version": version, "targets": targets,
+                           **asdict(self)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -111,6 +116,45 @@ def parse_onnx(trt: ModuleType, flavour: str, onnx_path: Path, logger):
     return builder, network, parser
 
 
+def _gpus() -> int:
+    try:
+        return device_count()
+    except DehazeError as exc:
+        raise ExportError(str(exc)) from None
+
+
+def engine_targets(trt: ModuleType, flavour: str, options: BuildOptions) -> list[str]:
+    """The compute capabilities the engine is for, recorded in its manifest and cache key. TensorRT-RTX:
+    the targets asked for ('current' resolved to this GPU's);
+    ExportError for a target TensorRT-RTX has no kernels for (SM90: full TensorRT is needed)."""
+    if flavour != "tensorrt_rtx":  # full TensorRT builds for the GPU it runs on: record which
+        return [compute_capability(0)] if _gpus() else ["current"]
+    targets = list(options.compute_capabilities) or (["current"] if _gpus() else list(RTX_TARGETS))
+    resolved = []
+    for target in targets:
+        if target.lower() == "current":
+            if not _gpus():
+                raise ExportError("--compute-capability current needs a GPU here; name the targets instead: "
+                                  f"{', '.join(RTX_TARGETS)}")
+            target = compute_capability(0)
+        elif not re.fullmatch(r"SM\d+", target.upper()):
+            raise ExportError(f"compute capability {target!r}: expected SMxx ({', '.join(RTX_TARGETS)}) or 'current'")
+        why = rtx_unsupported(trt, target)
+        if why:
+            raise ExportError(why)
+        resolved.append(target.upper())
+    return resolved
+
+
+def builder_config(trt: ModuleType, builder, options: BuildOptions, precision: str):
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gib * (1 << 30)))
+    config.builder_optimization_level = options.optimization_level
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default: FP32 parity must mean FP32 arithmetic
+    return config
+
+
 def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildOptions = BuildOptions(),
                  precision: str = "fp16", fp32_nodes: list[str] | None = None, checkpoint_sha256: str | None = None,
                  prefer: str | None = None) -> dict:
@@ -120,6 +164,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
         raise ExportError(f"{onnx_path}: no such ONNX file")
     options.profile.validate()
     trt, flavour = import_tensorrt(prefer)
+    targets = engine_targets(trt, flavour, options)  # before parsing: an unsupported GPU fails at once
     logger = trt.Logger(trt.Logger.WARNING)
     started = time.perf_counter()
     builder, network, _parser = parse_onnx(trt, flavour, onnx_path, logger)
@@ -131,25 +176,17 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
         batch, height, width = shape
         return (batch, height, width, 3) if frames_io else (batch, 3, height, width)
 
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gib * (1 << 30)))
-    config.builder_optimization_level = options.optimization_level
+    config = builder_config(trt, builder, options, precision)
     profile = builder.create_optimization_profile()
     prof = options.profile
     profile.set_shape(tensor_in.name, dims(prof.min), dims(prof.opt), dims(prof.max))
     config.add_optimization_profile(profile)
 
     cache_file = None
-    targets: list[str]
     if flavour == "tensorrt_rtx":
-        targets = list(options.compute_capabilities) or (["current"] if device_count() else list(RTX_TARGETS))
         config.num_compute_capabilities = len(targets)
         for i, target in enumerate(targets):
-            try:
-                config.set_compute_capability(getattr(trt.ComputeCapability, target.upper()), i)
-            except AttributeError:
-                raise ExportError(f"compute capability {target!r} unknown to TensorRT-RTX; "
-                                  f"choose from {', '.join(RTX_TARGETS)} or 'current'") from None
+            config.set_compute_capability(getattr(trt.ComputeCapability, target.upper()), i)
         # TensorRT-RTX compiles kernels just in time on first run; the runtime keeps them here.
         cache_file = engine_path.with_suffix(".runtime.cache")
     else:
@@ -177,7 +214,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
         "engine": {"path": str(engine_path), "sha256": sha256_file(engine_path), "bytes": engine_path.stat().st_size},
         "checkpoint": {"sha256": checkpoint_sha256},
         "onnx": {"path": str(onnx_path), "sha256": onnx_sha},
-        "cache_key": options.key(onnx_sha, flavour, trt.__version__),
+        "cache_key": options.key(onnx_sha, flavour, trt.__version__, targets),
         "precision": precision,
         "fp32_nodes": fp32_nodes or [],
         "layer_precisions": precisions,
@@ -204,7 +241,7 @@ def cached_engine(cache_dir: str | Path, onnx_path: str | Path, options: BuildOp
                   prefer: str | None = None) -> tuple[Path | None, str]:
     """(engine in cache_dir built from the same ONNX, options and TensorRT if intact, else None; the cache key)."""
     trt, flavour = import_tensorrt(prefer)
-    key = options.key(sha256_file(onnx_path), flavour, trt.__version__)
+    key = options.key(sha256_file(onnx_path), flavour, trt.__version__, engine_targets(trt, flavour, options))
     for manifest_file in sorted(Path(cache_dir).glob("*.json")):
         try:
             manifest = json.loads(manifest_file.read_text())

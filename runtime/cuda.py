@@ -24,10 +24,40 @@ def check(result: tuple):
     return values[0] if len(values) == 1 else tuple(values)
 
 
+class CudaUnusable(DehazeError):
+    """A driver is installed but CUDA cannot use it (too old for this CUDA runtime, broken install)."""
+
+
+def _version(number: int) -> str:
+    return f"{number // 1000}.{number % 1000 // 10}"
+
+
+def device_count_error(err, driver_version: int, runtime_version: int) -> str | None:
+    """Why cudaGetDeviceCount's error means a GPU is present but unusable; None when it means no GPU
+    (no device, or no driver at all: the runtime then reports cudaErrorInsufficientDriver with driver 0)."""
+    if err == SUCCESS or err == cudart.cudaError_t.cudaErrorNoDevice or driver_version == 0:
+        return None
+    name = cudart.cudaGetErrorName(err)[1].decode()
+    fix = (f"the driver supports CUDA {_version(driver_version)}, cuda-bindings links the CUDA "
+           f"{_version(runtime_version)} runtime")
+    if err == cudart.cudaError_t.cudaErrorInsufficientDriver:
+        fix += (f"; install an NVIDIA driver for CUDA {runtime_version // 1000} (R580 or newer for CUDA 13), or use "
+                f"the CUDA {driver_version // 1000} packages: pip install 'cuda-bindings=={driver_version // 1000}.*' "
+                f"tensorrt-cu{driver_version // 1000}")
+    return f"CUDA error {name}: the GPU cannot be used ({fix})"
+
+
 def device_count() -> int:
-    """NVIDIA GPUs usable here; 0 without a driver."""
+    """NVIDIA GPUs usable here; 0 without a GPU or driver; CudaUnusable when a driver is there but unusable."""
     err, count = cudart.cudaGetDeviceCount()
-    return count if err == SUCCESS else 0
+    if err == SUCCESS:
+        return count
+    driver = cudart.cudaDriverGetVersion()[1] or 0
+    runtime = cudart.cudaRuntimeGetVersion()[1] or 0
+    why = device_count_error(err, driver, runtime)
+    if why:
+        raise CudaUnusable(why)
+    return 0
 
 
 def compute_capability(device: int) -> str:

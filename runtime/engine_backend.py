@@ -20,7 +20,7 @@ from cuda.bindings import runtime as cudart
 from .cuda import DeviceArray, DeviceBuffer, PinnedBuffer, check, compute_capability, device_count, device_view
 from .errors import DehazeError
 from .manifest import incompatibility
-from .trt import import_tensorrt
+from .trt import import_tensorrt, rtx_unsupported
 
 H2D = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
 D2H = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
@@ -36,7 +36,10 @@ class EngineBackend:
                               f"run the ONNX model with ONNX Runtime instead: --model {onnx}")
         if not why:
             check(cudart.cudaSetDevice(device))
-            why = incompatibility(manifest, flavour, trt.__version__, compute_capability(device))
+            gpu = compute_capability(device)
+            # before the target check: its "rebuild it here" cannot work where TensorRT-RTX has no kernels
+            why = (rtx_unsupported(trt, gpu) if flavour == "tensorrt_rtx" else None) or \
+                incompatibility(manifest, flavour, trt.__version__, gpu)
         if why:
             raise DehazeError(f"{plan}: {why}")
         self.name = f"{flavour} {trt.__version__}"
