@@ -17,11 +17,10 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
-
 from .dehazer import TIMING_KEYS, Dehazer
 from .errors import DehazeError
 from .images import as_bgr8
+from .progress import progress
 from .sinks import Sink, Window
 from .sources import Source
 
@@ -163,7 +162,7 @@ class Pipeline:
         finally:
             self._put(self._results, _DONE)
 
-    def _encode(self, bar: tqdm) -> None:
+    def _encode(self, bar) -> None:
         while (item := self._get(self._results)) is not _DONE:
             if isinstance(item, _End):
                 sink = self._sinks[item.source]
@@ -192,8 +191,7 @@ class Pipeline:
         previous = signal.signal(signal.SIGINT, self._on_sigint) if main else None
         expected = [s.expected for s in self._sources]
         total = None if None in expected else sum(min(e, self._max_frames or e) for e in expected)
-        bar = tqdm(total=total, unit="frame", desc="dehazing",
-                   disable=None if self._progress is None else not self._progress)
+        bar = progress(total, self._progress)
         try:
             for thread in threads:
                 thread.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -334,3 +335,12 @@ def test_without_output_each_run_gets_a_new_folder(frame_onnx, tmp_path, capsys,
         assert main(["run", "--model", str(frame_onnx), "--source", str(image)]) == 0
         assert f"runs/dehaze/{folder}" in capsys.readouterr().err
         assert (tmp_path / "runs/dehaze" / folder / "hazy.png").is_file()
+
+
+def test_progress_is_whole_lines_when_stderr_is_captured(frame_onnx, media, tmp_path):
+    clip = make_clip(tmp_path / "twenty.mp4", 20, audio=False)
+    result = subprocess.run([sys.executable, "-m", "kanet", "run", "--model", str(frame_onnx), "--source", str(clip),
+                             "--output", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr
+    assert re.search(r"^dehazing: 20/20 frames, [\d.]+ fps$", result.stderr, re.M), result.stderr
