@@ -50,14 +50,19 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     return mean(a) * guide + mean(b)
 
 
-def dehaze_dcp(frame: np.ndarray, config: DCPConfig = DCPConfig()) -> np.ndarray:
-    """Dehaze one uint8 H x W x 3 frame (any channel order: the prior is channel-symmetric)."""
+def estimate_transmission(frame: np.ndarray, config: DCPConfig = DCPConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """Refined transmission (H x W, 1 = haze-free) and airlight (3,) of one uint8 frame."""
     image = frame.astype(np.float64) / 255.0
     airlight = np.maximum(estimate_airlight(image, dark_channel(image, config.patch), config.top_fraction), 1e-3)
     transmission = 1.0 - config.omega * dark_channel(image / airlight, config.patch)
     grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).astype(np.float64) / 255.0
     radius = max(1, min(config.guide_radius, min(frame.shape[:2]) // 4))
-    transmission = guided_filter(grey, transmission, radius, config.guide_eps)
+    return guided_filter(grey, transmission, radius, config.guide_eps), airlight
+
+
+def dehaze_dcp(frame: np.ndarray, config: DCPConfig = DCPConfig()) -> np.ndarray:
+    """Dehaze one uint8 H x W x 3 frame (any channel order: the prior is channel-symmetric)."""
+    transmission, airlight = estimate_transmission(frame, config)
     transmission = np.maximum(transmission, config.t_min)[..., None]
-    clean = (image - airlight) / transmission + airlight
+    clean = (frame.astype(np.float64) / 255.0 - airlight) / transmission + airlight
     return np.clip(clean * 255.0 + 0.5, 0, 255).astype(np.uint8)

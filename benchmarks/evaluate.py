@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmarks.quality import FULL_REFERENCE, NO_REFERENCE, full_reference_scores, no_reference_scores
+from benchmarks.quality import FULL_REFERENCE, NO_REFERENCE, NearRegion, full_reference_scores, no_reference_scores
 from runtime.errors import KanetError
 from runtime.sources import IMAGE_SUFFIXES
 
@@ -139,11 +139,12 @@ def evaluate(hazy_dir: Path, methods: dict[str, Method], clear_dir: Path | None 
         hazy = fit_long_side(hazy, max_side)
         if reference is not None:
             reference = fit_long_side(reference, max_side)
+        near = NearRegion(hazy)
         for method, fn in methods.items():
             start = time.perf_counter()
             output = fn(hazy, path.name)
             report.seconds[method] = report.seconds.get(method, 0.0) + time.perf_counter() - start
-            row = {"name": path.name, "method": method, **no_reference_scores(output)}
+            row = {"name": path.name, "method": method, **no_reference_scores(output, near)}
             if reference is not None:
                 row.update(full_reference_scores(output, reference))
             report.images.append(row)
@@ -160,16 +161,20 @@ def markdown_table(report: EvalReport, title: str) -> str:
     if not means:
         return f"## {title}\n\nNo image could be scored.\n"
     keys = [k for k in (*FULL_REFERENCE, *NO_REFERENCE) if k in next(iter(means.values()))]
-    arrows = {"psnr_db": "PSNR dB ↑", "ssim": "SSIM ↑", "haze_density": "haze density ↓",
-              "local_contrast": "local contrast ↑", "colourfulness": "colourfulness ↑"}
+    arrows = {"psnr_db": "PSNR dB ↑", "ssim": "SSIM ↑", "ciede2000": "CIEDE2000 ↓",
+              "haze_density": "haze density ↓", "local_contrast": "local contrast ↑",
+              "colourfulness": "colourfulness", "colour_shift": "colour shift ↓"}
+    decimals = {"psnr_db": 2, "ciede2000": 2, "colourfulness": 1, "colour_shift": 2}
     per_image = report.to_json()["seconds_per_image"]
     lines = [f"## {title}", "", f"{report.count(next(iter(means)))} images; mean over images.", "",
              "| method | " + " | ".join(arrows[k] for k in keys) + " | s / image |",
              "| --- |" + " ---: |" * (len(keys) + 1)]
     for method, scores in means.items():
-        cells = [f"{scores[k]:.2f}" if k == "psnr_db" else f"{scores[k]:.4f}" if k != "colourfulness"
-                 else f"{scores[k]:.1f}" for k in keys]
+        cells = [f"{scores[k]:.{decimals.get(k, 4)}f}" for k in keys]
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {per_image.get(method, 0.0):.3f} |")
+    lines += ["", "Haze density, local contrast and colourfulness reward over-processing (a colour cast or "
+              "crushed shadows look 'clearer'): read them beside colour shift (a*, b* change where the "
+              "input is least hazy) and, with references, CIEDE2000; they are not a ranking on their own."]
     if report.skipped:
         lines += ["", "Skipped: " + "; ".join(f"{s['name']} ({s['reason']})" for s in report.skipped)]
     return "\n".join(lines) + "\n"

@@ -11,7 +11,8 @@ import pytest
 
 from benchmarks.dcp import dehaze_dcp
 from benchmarks.evaluate import evaluate, find_reference, scene_index
-from benchmarks.quality import colourfulness, full_reference_scores, haze_density, local_contrast
+from benchmarks.quality import (NearRegion, ciede2000, colour_shift, colourfulness, full_reference_scores,
+                                haze_density, local_contrast)
 from conftest import REPO, SAMPLES
 from training.clear_images import BUNDLED
 
@@ -45,6 +46,33 @@ def test_full_reference_scores(rocket):
     assert 35 < scores["psnr_db"] < 50 and 0.8 < scores["ssim"] < 1.0
     with pytest.raises(ValueError, match="differ in size"):
         full_reference_scores(rocket[:-1], rocket)
+
+
+def _cast(frame: np.ndarray, bgr_gain=(0.8, 1.0, 1.25)) -> np.ndarray:
+    """An orange-red colour cast, the failure the haze scores used to reward."""
+    return np.clip(frame.astype(np.float64) * np.asarray(bgr_gain), 0, 255).astype(np.uint8)
+
+
+def _hazy_with_depth(clear: np.ndarray, airlight=(0.85, 0.88, 0.9)) -> np.ndarray:
+    """Haze thinning from the top row (t = 0.3, far) to the bottom row (t = 0.97, near)."""
+    t = np.linspace(0.3, 0.97, clear.shape[0])[:, None, None]
+    i = clear.astype(np.float64) / 255.0 * t + np.asarray(airlight) * (1 - t)
+    return np.clip(i * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def test_colour_scores_punish_a_colour_cast(rocket):
+    assert ciede2000(rocket, rocket) == pytest.approx(0.0, abs=1e-9)
+    assert ciede2000(_cast(rocket), rocket) > 5
+    hazy = _hazy_with_depth(rocket)
+    near = NearRegion(hazy)
+    assert np.nonzero(near.mask)[0].mean() > 0.75 * rocket.shape[0]  # the near quarter is at the bottom
+    assert colour_shift(hazy, near) == pytest.approx(0.0, abs=1e-9)
+    # The perfect restoration and DCP's barely recolour the near region; the same outputs cast do.
+    for restored in (rocket, dehaze_dcp(hazy)):
+        assert colour_shift(_cast(restored), near) > colour_shift(restored, near) + 4
+    # Lightness alone (uniform darkening, as dehazing does) is not a colour shift.
+    darker = np.clip(hazy.astype(np.float64) * 0.8, 0, 255).astype(np.uint8)
+    assert colour_shift(darker, near) < 0.3 * colour_shift(_cast(hazy), near)
 
 
 def test_dark_channel_prior_recovers_synthetic_haze(rocket):
