@@ -8,11 +8,15 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import SAMPLES
+from benchmarks.haze_stats import MATCH_TOLERANCE, StatisticsSet, median_gaps
+from conftest import REPO, SAMPLES
 from kanet.cli import main
 from training.data import DataError, Source, pair_key, paired_sources, read_rgb, split_sources
-from training.synthesis import DEGRADATIONS, HazeConfig, synthesize
+from training.data import clear_sources
+from training.synthesis import DEGRADATIONS, HazeConfig, sky_mask, synthesize
+from training.synthset import write_synthetic_set
 
+SHARED_DATA = REPO.parent / "shared" / "data"  # the research datasets beside the checkout (never copied in)
 NO_CAMERA = {f.name: 0.0 for f in dataclasses.fields(HazeConfig) if f.name.endswith("_prob")}
 
 
@@ -54,7 +58,7 @@ def test_drawn_parameters_stay_in_their_ranges(photo):
 
 
 def test_scattering_model_with_a_depth_map(photo):
-    cfg = HazeConfig(**{**NO_CAMERA, "airlight_tint": 0.0, "airlight_variation": (0.0, 0.0)})
+    cfg = HazeConfig(**{**NO_CAMERA, "airlight_tint": 0.0, "airlight_blue": (0.0, 0.0), "airlight_variation": (0.0, 0.0)})
     depth = np.tile(np.linspace(1.0, 50.0, photo.shape[1], dtype=np.float32), (photo.shape[0], 1))  # right is far
     hazy, p = synthesize(photo, np.random.default_rng(3), cfg, depth)
     assert p["depth"] == "map" and p["degradations"] == []
@@ -146,3 +150,41 @@ def test_paired_folders_match_split_by_scene_and_report_orphans(tmp_path):
     cv2.imwrite(str(tmp_path / "hazy" / "0009_0.8_0.2.jpg"), pixel)
     with pytest.raises(DataError, match="1 hazy image"):
         paired_sources(tmp_path)
+
+
+def test_sky_is_found_and_set_farthest():
+    rng = np.random.default_rng(0)
+    scene = rng.uniform(0.05, 0.45, (64, 80, 3)).astype(np.float32)  # textured ground
+    scene[:20] = (0.75, 0.82, 0.92)  # smooth bright sky along the top
+    scene[40:50, 30:40] = 0.9  # a bright patch that does not touch the top: not sky
+    sky = sky_mask(scene)
+    assert sky[:16].all() and not sky[24:].any()
+    cfg = HazeConfig(**NO_CAMERA)
+    _, p = synthesize(scene, np.random.default_rng(1), cfg)
+    assert p["depth"] == "scene" and 0.2 < p["sky_fraction"] < 0.35
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "clear_outdoor").is_dir() or not (SHARED_DATA / "real_hazy").is_dir(),
+                    reason=f"needs the clear_outdoor and real_hazy datasets in {SHARED_DATA}")
+def test_default_haze_matches_real_hazy_photographs(tmp_path):
+    """The default ranges were calibrated so every haze statistic's median sits near real haze's;
+    the previous ranges (denser haze, more camera faults) miss on dark channel and contrast."""
+    clear = [s for d in ("bsds500", "sun_hays", "urban100") for s in clear_sources(SHARED_DATA / "clear_outdoor" / d)]
+    scenes = clear[::14]  # 48 scenes across the three collections
+    real = StatisticsSet.of_folders("real", [SHARED_DATA / "real_hazy", SHARED_DATA / "real_hazy_more"])
+    write_synthetic_set(scenes, tmp_path, len(scenes), 256, 0, HazeConfig(), progress=False)
+    gaps = median_gaps(real, StatisticsSet.of_folders("synthetic", [tmp_path / "hazy"]))
+    assert max(gaps.values()) <= MATCH_TOLERANCE, gaps
+
+
+def test_kanet_synth_compare_real_writes_a_calibration_report(tmp_path, capsys):
+    clear = _small_clear_dir(tmp_path / "clear")
+    out = tmp_path / "out"
+    args = ["synth", "--clear-dir", str(clear), "--count", "4", "--size", "64", "--out", str(out)]
+    assert main([*args, "--compare-real", str(SAMPLES)]) == 0
+    printed = capsys.readouterr().out
+    assert "dark_channel" in printed and ("matches real haze" in printed or "off real haze" in printed)
+    report = (out / "calibration.md").read_text()
+    assert "synthetic (n=4)" in report and cv2.imread(str(out / "calibration.png")) is not None
+    assert main([*args, "--compare-real", str(tmp_path / "nowhere")]) == 2
+    assert "--compare-real" in capsys.readouterr().err

@@ -7,7 +7,8 @@ are ours (see README, "Training"). A clear image J (H x W x 3 float RGB in
 
     I = J * t + A * (1 - t),  t = exp(-beta * d)
 
-with d a depth map (given, or a smooth random field: depth-agnostic synthesis)
+with d a depth map (given, or guessed from the scene layout: far at the top and in the sky, a smooth
+random field, aligned to the image's edges; no depth model)
 and A a coloured, spatially varying airlight; then camera degradations are
 applied, each with its own probability, in random order (JPEG always last:
 compression is the camera's final step).
@@ -30,13 +31,15 @@ class HazeConfig:
     """Every parameter range of the haze model; values are drawn uniformly from each range."""
 
     # Scattering. Depth is normalised to [near, 1]; beta is the extinction coefficient at that scale.
-    beta: Range = (0.6, 2.8)
+    beta: Range = (0.3, 1.4)
     depth_near: Range = (0.0, 0.3)  # normalised depth of the nearest pixel
     depth_grid: tuple[int, int] = (2, 6)  # control points per side of the random depth field (fewer: smoother)
-    depth_vertical: Range = (0.0, 0.8)  # blend weight of a top-is-far ramp in the random field (sky, horizon)
+    depth_vertical: Range = (0.4, 1.0)  # blend weight of a top-is-far ramp in the random field (sky, horizon)
+    depth_edge_radius: float = 0.08  # guided-filter radius aligning depth to image edges (share of the short side; 0: off)
     transmission_min: float = 0.05  # floor on t so no pixel loses the scene entirely
     airlight: Range = (0.7, 1.0)  # grey level of the airlight A
     airlight_tint: float = 0.08  # each channel of A offset by U(-tint, tint): yellowish, bluish haze
+    airlight_blue: Range = (0.0, 0.12)  # then blue raised and red lowered by half of this each: real haze leans blue
     airlight_variation: Range = (0.0, 0.15)  # amplitude of a smooth spatial field on A (non-uniform haze)
     # Camera degradations: probability of each, and its range.
     noise_prob: float = 0.5
@@ -47,13 +50,13 @@ class HazeConfig:
     defocus_radius: Range = (0.6, 2.5)  # disk kernel radius, pixels
     motion_prob: float = 0.15
     motion_length: Range = (3.0, 9.0)  # line kernel length, pixels (random angle)
-    low_light_prob: float = 0.2
+    low_light_prob: float = 0.05
     low_light_gain: Range = (0.35, 0.85)  # exposure gain
-    gamma_prob: float = 0.3
+    gamma_prob: float = 0.1
     gamma: Range = (0.7, 1.5)  # I ** gamma
-    contrast_prob: float = 0.3
+    contrast_prob: float = 0.1
     contrast: Range = (0.6, 0.95)  # scale of deviations from the image mean
-    color_cast_prob: float = 0.3
+    color_cast_prob: float = 0.1
     color_cast: Range = (0.85, 1.15)  # per-channel gain (white balance error)
     jpeg_prob: float = 0.5
     jpeg_quality: tuple[int, int] = (30, 95)
@@ -95,20 +98,48 @@ def _normalise(depth: np.ndarray) -> np.ndarray:
     return np.clip((depth - low) / max(float(high - low), 1e-6), 0.0, 1.0).astype(np.float32)
 
 
-def _depth(rng: np.random.Generator, shape: tuple[int, int], config: HazeConfig,
+def sky_mask(clear: np.ndarray) -> np.ndarray:
+    """Bright, smooth regions connected to the top row: sky, or fog already hiding the horizon."""
+    grey = cv2.cvtColor(clear, cv2.COLOR_RGB2GRAY)
+    mean = cv2.blur(grey, (7, 7))
+    deviation = np.sqrt(np.maximum(cv2.blur(grey * grey, (7, 7)) - mean * mean, 0.0))
+    candidate = ((grey > max(0.5, float(np.percentile(grey, 60)))) & (deviation < 0.04)).astype(np.uint8)
+    _, labels = cv2.connectedComponents(candidate, connectivity=4)
+    touching = np.unique(labels[0][candidate[0] > 0])
+    return np.isin(labels, touching[touching > 0])
+
+
+def _guided(guide: np.ndarray, src: np.ndarray, radius: int, eps: float = 1e-2) -> np.ndarray:
+    """Edge-aware smoothing of src along guide's edges (He et al.'s guided filter)."""
+    size = (2 * radius + 1, 2 * radius + 1)
+    mean = lambda x: cv2.boxFilter(x, -1, size, borderType=cv2.BORDER_REFLECT)  # noqa: E731
+    mean_i, mean_p = mean(guide), mean(src)
+    a = (mean(guide * src) - mean_i * mean_p) / (mean(guide * guide) - mean_i * mean_i + eps)
+    return mean(a) * guide + mean(mean_p - a * mean_i)
+
+
+def _depth(rng: np.random.Generator, clear: np.ndarray, config: HazeConfig,
            depth: np.ndarray | None, params: dict) -> np.ndarray:
-    height, width = shape
+    height, width = clear.shape[:2]
     if depth is not None:
-        if depth.shape[:2] != shape:
-            raise ValueError(f"depth map is {depth.shape[:2]}, image is {shape}")
+        if depth.shape[:2] != (height, width):
+            raise ValueError(f"depth map is {depth.shape[:2]}, image is {(height, width)}")
         unit = _normalise(depth.astype(np.float32))
         params["depth"] = "map"
     else:
+        # A depth guess from the scene layout: far at the top (horizon), sky farthest, a smooth random
+        # field for everything a ramp cannot know, then aligned to the image's edges so objects keep one depth.
         grid = int(rng.integers(config.depth_grid[0], config.depth_grid[1] + 1))
         vertical = _uniform(rng, config.depth_vertical)
-        ramp = np.linspace(1.0, 0.0, height, dtype=np.float32)[:, None]  # top of the frame is far
+        ramp = np.linspace(1.0, 0.0, height, dtype=np.float32)[:, None]
         unit = _normalise((1 - vertical) * smooth_field(rng, height, width, grid) + vertical * ramp)
-        params.update(depth="random", depth_grid=grid, depth_vertical=vertical)
+        sky = sky_mask(clear)
+        unit[sky] = 1.0
+        radius = round(config.depth_edge_radius * min(height, width))
+        if radius >= 1:
+            grey = cv2.cvtColor(clear, cv2.COLOR_RGB2GRAY)
+            unit = np.where(sky, 1.0, np.clip(_guided(grey, unit, radius), 0.0, 1.0)).astype(np.float32)
+        params.update(depth="scene", depth_grid=grid, depth_vertical=vertical, sky_fraction=float(sky.mean()))
     near = _uniform(rng, config.depth_near)
     params["depth_near"] = near
     return near + (1.0 - near) * unit
@@ -116,7 +147,9 @@ def _depth(rng: np.random.Generator, shape: tuple[int, int], config: HazeConfig,
 
 def _airlight(rng: np.random.Generator, shape: tuple[int, int], config: HazeConfig, params: dict) -> np.ndarray:
     grey = _uniform(rng, config.airlight)
-    colour = np.clip(grey + rng.uniform(-config.airlight_tint, config.airlight_tint, 3), 0.0, 1.0).astype(np.float32)
+    blue = _uniform(rng, config.airlight_blue) / 2
+    colour = grey + rng.uniform(-config.airlight_tint, config.airlight_tint, 3) + np.array([-blue, 0.0, blue])
+    colour = np.clip(colour, 0.0, 1.0).astype(np.float32)
     amplitude = _uniform(rng, config.airlight_variation)
     field = smooth_field(rng, *shape, grid=3)
     params.update(airlight=[round(float(c), 4) for c in colour], airlight_variation=amplitude)
@@ -217,7 +250,7 @@ def synthesize(clear: np.ndarray, rng: np.random.Generator, config: HazeConfig =
     clear = clear.astype(np.float32, copy=False)
     params: dict[str, Any] = {}
     beta = _uniform(rng, config.beta)
-    d = _depth(rng, clear.shape[:2], config, depth, params)
+    d = _depth(rng, clear, config, depth, params)
     t = np.maximum(np.exp(-beta * d), config.transmission_min)[..., None].astype(np.float32)
     airlight = _airlight(rng, clear.shape[:2], config, params)
     hazy = clear * t + airlight * (1.0 - t)

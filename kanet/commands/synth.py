@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from kanet.cli import UserError
 
@@ -19,7 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "at the top level; see `kanet train --print-config` for every key and default")
     parser.add_argument("--depth-dir", metavar="DIR",
                         help="depth maps named like the clear images (.npy or image, larger = farther); "
-                             "images without one get a random smooth depth field")
+                             "images without one get a depth guessed from the scene layout")
+    parser.add_argument("--compare-real", nargs="+", metavar="DIR",
+                        help="also measure haze statistics (dark channel, airlight, saturation, contrast) of the "
+                             "synthetic hazy images and of the real hazy photographs under DIR..., and write "
+                             "OUT/calibration.md and OUT/calibration.png side by side")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,4 +45,26 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     print(f"{len(records)} pairs of {args.size}x{args.size} from {len(sources)} clear images in {args.out} "
           f"(contact sheet: {args.out}/contact_sheet.png)")
+    if args.compare_real:
+        _calibration(Path(args.out), [Path(d) for d in args.compare_real])
     return 0
+
+
+def _calibration(out: Path, real_dirs: list[Path]) -> None:
+    from benchmarks.haze_stats import MATCH_TOLERANCE, StatisticsSet, compare, median_gaps, plot
+
+    for folder in real_dirs:
+        if not folder.is_dir():
+            raise UserError(f"--compare-real {folder}: no such folder")
+    try:
+        real = StatisticsSet.of_folders("real hazy", real_dirs)
+    except ValueError as exc:
+        raise UserError(f"--compare-real: {exc}") from None
+    synthetic = StatisticsSet.of_folders("synthetic", [out / "hazy"])
+    table = compare(real, synthetic)
+    (out / "calibration.md").write_text(f"# Synthetic haze against real hazy photographs\n\nReal: "
+                                        f"{', '.join(map(str, real_dirs))}. Synthetic: {out / 'hazy'}.\n\n{table}")
+    plot([real, synthetic], out / "calibration.png")
+    off = [name for name, gap in median_gaps(real, synthetic).items() if gap > MATCH_TOLERANCE]
+    print(table + (f"off real haze: {', '.join(off)}" if off else "every statistic matches real haze") +
+          f" (calibration: {out}/calibration.md, .png)")
