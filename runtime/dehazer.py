@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .devices import gpu_index, parse_device
 from .errors import DehazeError
 from .images import as_batch, as_bgr8
 from .manifest import read_manifest
@@ -32,14 +33,15 @@ def _engines_usable() -> bool:
         return False
 
 
-def resolve_model(path: Path, backend: str) -> Path:
-    """The file to load: `path` itself, or in a `kanet export` folder the engine when one can run here,
-    else the FP32 ONNX model."""
+def resolve_model(path: Path, backend: str, device: str = "auto") -> Path:
+    """The file to load: `path` itself, or in a `kanet export` folder the engine when one can run here
+    (never with device 'cpu'), else the FP32 ONNX model."""
     if not path.is_dir():
         return path
     engines = [path / "kanet_fp16.plan", path / "kanet_fp32.plan"]
     onnx = [path / "kanet_fp32.onnx", path / "kanet_fp16.onnx"]
-    if backend == "tensorrt" or (backend == "auto" and any(e.is_file() for e in engines) and _engines_usable()):
+    if backend == "tensorrt" or (backend == "auto" and device != "cpu" and any(e.is_file() for e in engines)
+                                 and _engines_usable()):
         candidates = engines
     else:
         candidates = onnx
@@ -73,34 +75,38 @@ class Dehazer:
         self._overlap = tile_overlap
 
     @classmethod
-    def load(cls, path: str | Path, backend: str = "auto", device: int = 0, tile=None,
+    def load(cls, path: str | Path, backend: str = "auto", device: str | int = "auto", tile=None,
              tile_overlap: int = 32) -> Dehazer:
         """path: an engine (.plan with its .json manifest), a frame-I/O .onnx, or a `kanet export` folder.
+        device: auto, cpu, a GPU index or cuda:N (see runtime.devices).
         tile: None = tile only frames larger than the model accepts (at its largest size);
         an int or (height, width) = tile frames larger than that; 0 or False = never tile."""
         if backend not in BACKENDS:
             raise DehazeError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-        path = Path(path)
+        device, path = parse_device(device), Path(path)
         if not path.exists():
             raise DehazeError(f"{path}: no such model file or folder")
-        path = resolve_model(path, backend)
+        path = resolve_model(path, backend, device)
         if path.suffix in ENGINE_SUFFIXES:
             if backend == "onnxruntime":
                 raise DehazeError(f"{path} is a TensorRT engine; ONNX Runtime runs the .onnx models")
+            if device == "cpu":
+                raise DehazeError(f"{path} is a TensorRT engine, which runs on a GPU; --device cpu runs the "
+                                  "ONNX model (give the .onnx file or the export folder)")
             from .engine_backend import EngineBackend
 
             try:
                 manifest = read_manifest(path)
             except FileNotFoundError as exc:
                 raise DehazeError(str(exc)) from None
-            impl = EngineBackend(path, manifest, device)
+            impl = EngineBackend(path, manifest, gpu_index(device))
         elif path.suffix == ".onnx":
             if backend == "tensorrt":
                 raise DehazeError(f"{path} is an ONNX model; the tensorrt backend runs engines: "
                                   f"kanet build {path} --out DIR")
             from .onnx_backend import OnnxBackend
 
-            impl = OnnxBackend(path, device)
+            impl = OnnxBackend(path, gpu_index(device))
         else:
             raise DehazeError(f"{path}: not a model; expected an engine (.plan), an .onnx file or an export folder "
                               "(a checkpoint is exported first: kanet export CKPT --out DIR)")

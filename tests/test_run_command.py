@@ -160,7 +160,7 @@ def test_image_folder_with_odd_inputs(frame_onnx, tmp_path, capsys, caplog):
     (images / "notes.md").write_text("not an image: ignored")
     out, summary_file = tmp_path / "clear", tmp_path / "s.json"
     code, err = kanet_run(capsys, "--model", str(frame_onnx), "--source", str(images), "--output", str(out),
-                          "--summary", str(summary_file), "--side-by-side", "--batch", "3")
+                          "--summary", str(summary_file), "--side-by-side", "--batch", "3", "--device", "cpu")
     assert code == 0, err
     summary = json.loads(summary_file.read_text())
     assert (summary["frames_in"], summary["frames_out"], summary["undecodable"]) == (5, 4, 1)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from kanet.cli import UserError
 
+from ._model import add_device_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("Methods scored on the same frames: the hazy input itself, the dark channel prior "
@@ -18,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="PATH", help="KA-Net as ONNX or engine (.plan + manifest)")
     parser.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime"),
                         help="runtime back-end for --model (default auto)")
+    add_device_argument(parser, "where --model runs")
     parser.add_argument("--pred", action="append", default=[], metavar="NAME=DIR",
                         help="outputs of another method, matched by name (repeatable)")
     parser.add_argument("--no-dcp", action="store_true", help="leave out the dark channel prior baseline")
@@ -31,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_methods(args: argparse.Namespace) -> dict:
     from benchmarks.dcp import dehaze_dcp
     from benchmarks.evaluate import folder_method
+    from runtime.devices import parse_device
+
+    device = parse_device(args.device)
 
     methods = {"hazy input": lambda frame, name: frame}
     if not args.no_dcp:
@@ -41,7 +47,7 @@ def build_methods(args: argparse.Namespace) -> dict:
         from runtime import Dehazer
 
         try:
-            dehazer = Dehazer.load(args.model, backend=args.backend)
+            dehazer = Dehazer.load(args.model, backend=args.backend, device=device)
         except (OSError, ValueError, RuntimeError) as exc:
             raise UserError(f"{args.model}: {exc}") from None
         methods["KA-Net"] = lambda frame, name: dehazer(frame)

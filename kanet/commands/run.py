@@ -9,6 +9,8 @@ from pathlib import Path
 
 from kanet.cli import UserError
 
+from ._model import add_device_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("Every frame read is accounted for: written, or counted undecodable. Exit status 0 when every "
@@ -34,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "per-source counts, retried/dropped streams")
     parser.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime"), default="auto",
                         help="auto: from the model file (default)")
-    parser.add_argument("--device", type=int, default=0, help="GPU index (default 0)")
+    add_device_argument(parser)
     parser.add_argument("--batch", type=int, default=1,
                         help="frames per inference call, gathered across sources of the same frame size (default 1)")
     parser.add_argument("--tile", default="auto", metavar="auto|off|N|HxW",
@@ -94,11 +96,13 @@ def _print_summary(summary: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from runtime import DehazeError, Dehazer
+    from runtime.devices import parse_device
     from runtime.pipeline import Pipeline
     from runtime.sinks import Window, check_outputs, sinks_for
     from runtime.sources import open_sources
 
     logging.basicConfig(format="kanet run: %(message)s")
+    device = parse_device(args.device)
     if not args.output and not args.show:
         args.output = str(next_run_folder())
         print(f"kanet run: writing to {args.output}", file=sys.stderr)
@@ -110,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         sinks = sinks_for(args.output, sources, args.fps) if args.output else [None] * len(sources)
         check_outputs([s for s in sinks if s is not None], sources, args.overwrite)
         window = Window() if args.show else None
-        with Dehazer.load(args.model, args.backend, args.device, tile, args.tile_overlap) as dehazer:
+        with Dehazer.load(args.model, args.backend, device, tile, args.tile_overlap) as dehazer:
             summary = Pipeline(dehazer, sources, sinks, batch=args.batch, side_by_side=args.side_by_side,
                                window=window, max_frames=args.max_frames).run()
     except DehazeError as exc:
