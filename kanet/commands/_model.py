@@ -1,9 +1,26 @@
-"""Flags shared by every command that runs a model: one spelling, one help text, one parser each."""
+"""Flags shared by every command that runs a model: one spelling, one help text, one parser each.
+
+Models are resolved by runtime.Dehazer.load (runtime.dehazer.resolve_model), devices by
+runtime.devices.parse_device, so every command takes the same values the same way.
+"""
 from __future__ import annotations
 
+from runtime.dehazer import BACKENDS
 from runtime.devices import DEVICE_HELP
+
+MODEL_HELP = ("engine (.plan with its .json manifest: TensorRT on a GPU), ONNX model (ONNX Runtime), or a "
+              "`kanet export` folder (its engine where a GPU can run it, else its FP32 ONNX)")
 
 
 def add_device_argument(parser, what: str = "where the model runs") -> None:
     """--device, parsed by runtime.devices.parse_device in the command (a bad value is a one-line error)."""
     parser.add_argument("--device", default="auto", metavar="auto|cpu|N|cuda:N", help=f"{what}: {DEVICE_HELP}")
+
+
+def add_model_arguments(parser, model: str | None = MODEL_HELP, required: bool = True) -> None:
+    """--model (unless `model` is None: the command makes its own), --backend and --device, as Dehazer.load takes them."""
+    if model:
+        parser.add_argument("--model", required=required, metavar="M", help=model)
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto: from the model file (default); tensorrt: an engine; onnxruntime: an ONNX model")
+    add_device_argument(parser)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kanet.cli import UserError
 
-from ._model import add_device_argument
+from ._model import add_model_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,10 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-side", type=int, metavar="PX",
                         help="shrink photographs to this long side first (default 480 on a CPU, full size on a GPU)")
     parser.add_argument("--clip-frames", type=int, default=48, metavar="N", help="frames in the sample clip (default 48)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime"),
-                        help="dehazing back-end (default auto: the engine on a GPU, ONNX Runtime otherwise)")
-    add_device_argument(parser, "where the exported models run (cpu: ONNX Runtime only, the engine is built "
-                                "but not run)")
+    add_model_arguments(parser, model=None)  # the demo exports its own model
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kanet.cli import UserError
 
-from ._model import add_device_argument
+from ._model import MODEL_HELP, add_model_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,10 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hazy", required=True, metavar="DIR", help="folder of hazy images")
     parser.add_argument("--clear", metavar="DIR",
                         help="clear references, matched by name (0001_0.8_0.2.jpg -> 0001.png works)")
-    parser.add_argument("--model", metavar="PATH", help="KA-Net as ONNX or engine (.plan + manifest)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime"),
-                        help="runtime back-end for --model (default auto)")
-    add_device_argument(parser, "where --model runs")
+    add_model_arguments(parser, f"KA-Net to score: {MODEL_HELP}", required=False)
     parser.add_argument("--pred", action="append", default=[], metavar="NAME=DIR",
                         help="outputs of another method, matched by name (repeatable)")
     parser.add_argument("--no-dcp", action="store_true", help="leave out the dark channel prior baseline")
@@ -42,8 +39,6 @@ def build_methods(args: argparse.Namespace) -> dict:
     if not args.no_dcp:
         methods["dark channel prior"] = lambda frame, name: dehaze_dcp(frame)
     if args.model:
-        if not Path(args.model).is_file():
-            raise UserError(f"{args.model}: no such model file")
         from runtime import Dehazer
 
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kanet.cli import UserError
 
-from ._model import add_device_argument
+from ._model import add_model_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,9 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "source was processed, 1 when one failed or a stream was dropped after its retries, 2 on bad "
                      "input, 130 after Ctrl-C, which stops reading and finishes the frames in flight (as does q in the "
                      "window), so outputs are complete and the summary is written.")
-    parser.add_argument("--model", required=True, metavar="M",
-                        help="engine (.plan with its .json manifest: TensorRT on a GPU), ONNX model (ONNX Runtime), "
-                             "or a `kanet export` folder (its engine where a GPU can run it, else its FP32 ONNX)")
+    add_model_arguments(parser)
     parser.add_argument("--source", required=True, action="append", metavar="S",
                         help="image file, folder or quoted glob of images/videos, video file, camera index (0), "
                              "rtsp:// or http(s):// URL, or a .txt list of sources (one per line); repeatable, "
@@ -34,9 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary", metavar="FILE.json",
                         help="write the run's summary: frames in/out, undecodable, fps, latency percentiles, "
                              "per-source counts, retried/dropped streams")
-    parser.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime"), default="auto",
-                        help="auto: from the model file (default)")
-    add_device_argument(parser)
     parser.add_argument("--batch", type=int, default=1,
                         help="frames per inference call, gathered across sources of the same frame size (default 1)")
     parser.add_argument("--tile", default="auto", metavar="auto|off|N|HxW",
