@@ -38,6 +38,7 @@ class DemoOptions:
     clip_size: tuple[int, int] = (240, 320)  # H, W
     backend: str = "auto"
     device: str = "auto"              # runtime.devices: auto, cpu or cuda:N
+    half: bool = False                # dehaze with the FP16 engine / ONNX
     engine_cache: Path = PROJECT / "engines" / "cache"
 
 
@@ -203,7 +204,7 @@ def run_demo(opts: DemoOptions, progress) -> Path:
     progress.set_description("parity")
     parity = parity_step(opts, export, log, progress)
     progress.set_description("dehaze")
-    with Dehazer.load(opts.out / "export", backend=opts.backend, device=opts.device) as dehazer:
+    with Dehazer.load(opts.out / "export", backend=opts.backend, device=opts.device, half=opts.half) as dehazer:
         backend = dehazer.backend
         quality, _ = photos_step(opts, dehazer, log)
         clip = clip_step(opts, dehazer, log)

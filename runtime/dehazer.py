@@ -33,13 +33,13 @@ def _engines_usable() -> bool:
         return False
 
 
-def resolve_model(path: Path, backend: str, device: str = "auto") -> Path:
+def resolve_model(path: Path, backend: str, device: str = "auto", half: bool = False) -> Path:
     """The file to load: `path` itself, or in a `kanet export` folder the engine when one can run here
-    (never with device 'cpu'), else the FP32 ONNX model."""
+    (never with device 'cpu'), else the FP32 ONNX model; with `half` only the FP16 ones."""
     if not path.is_dir():
         return path
-    engines = [path / "kanet_fp16.plan", path / "kanet_fp32.plan"]
-    onnx = [path / "kanet_fp32.onnx", path / "kanet_fp16.onnx"]
+    engines = [path / "kanet_fp16.plan"] + ([] if half else [path / "kanet_fp32.plan"])
+    onnx = [path / "kanet_fp16.onnx"] if half else [path / "kanet_fp32.onnx", path / "kanet_fp16.onnx"]
     if backend == "tensorrt" or (backend == "auto" and device != "cpu" and any(e.is_file() for e in engines)
                                  and _engines_usable()):
         candidates = engines
@@ -48,7 +48,8 @@ def resolve_model(path: Path, backend: str, device: str = "auto") -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise DehazeError(f"{path}: holds none of {', '.join(c.name for c in candidates)} (written by `kanet export`)")
+    raise DehazeError(f"{path}: holds none of {', '.join(c.name for c in candidates)} (written by `kanet export`"
+                      f"{'; --half takes the FP16 models only' if half else ''})")
 
 
 def _tile_size(tile, max_shape: tuple[int, int, int] | None) -> tuple[int, int] | None:
@@ -76,9 +77,9 @@ class Dehazer:
 
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", device: str | int = "auto", tile=None,
-             tile_overlap: int = 32) -> Dehazer:
+             tile_overlap: int = 32, half: bool = False) -> Dehazer:
         """path: an engine (.plan with its .json manifest), a frame-I/O .onnx, or a `kanet export` folder.
-        device: auto, cpu, a GPU index or cuda:N (see runtime.devices).
+        device: auto, cpu, a GPU index or cuda:N (see runtime.devices). half: an FP16 model or none.
         tile: None = tile only frames larger than the model accepts (at its largest size);
         an int or (height, width) = tile frames larger than that; 0 or False = never tile."""
         if backend not in BACKENDS:
@@ -86,7 +87,7 @@ class Dehazer:
         device, path = parse_device(device), Path(path)
         if not path.exists():
             raise DehazeError(f"{path}: no such model file or folder")
-        path = resolve_model(path, backend, device)
+        path = resolve_model(path, backend, device, half)
         if path.suffix in ENGINE_SUFFIXES:
             if backend == "onnxruntime":
                 raise DehazeError(f"{path} is a TensorRT engine; ONNX Runtime runs the .onnx models")
@@ -110,6 +111,10 @@ class Dehazer:
         else:
             raise DehazeError(f"{path}: not a model; expected an engine (.plan), an .onnx file or an export folder "
                               "(a checkpoint is exported first: kanet export CKPT --out DIR)")
+        if half and impl.precision != "fp16":
+            impl.close()
+            raise DehazeError(f"{path} is an {impl.precision.upper()} model and --half asks for FP16: give "
+                              "kanet_fp16.onnx, kanet_fp16.plan or their export folder")
         return cls(impl, tile, tile_overlap)
 
     @property

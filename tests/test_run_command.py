@@ -230,6 +230,7 @@ def test_corrupt_truncated_and_empty_inputs(frame_onnx, media, tmp_path, capsys)
     (["--source", "{clip}", "--output", "{tmp}/one.png"], "an image file holds one dehazed image"),
     (["--source", "{clip}", "--source", "{clip}", "--output", "-"], "raw frames on stdout take exactly one source"),
     (["--source", "{clip}", "--show", "--output", "{tmp}/o"], "--show needs a display"),
+    (["--source", "{clip}", "--half"], "is an FP32 model and --half asks for FP16"),
 ])
 def test_bad_input_is_one_clear_line(frame_onnx, media, tmp_path, capsys, monkeypatch, args, expect):
     monkeypatch.delenv("DISPLAY", raising=False)
@@ -241,6 +242,15 @@ def test_bad_input_is_one_clear_line(frame_onnx, media, tmp_path, capsys, monkey
     code, err = kanet_run(capsys, *defaults, *args)
     assert code == 2
     assert expect in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_half_runs_the_fp16_model_of_an_export_folder(exported, tmp_path, capsys):
+    image = tmp_path / "hazy.png"
+    cv2.imwrite(str(image), np.full((40, 40, 3), 90, np.uint8))
+    code, err = kanet_run(capsys, "--model", str(exported["dir"]), "--device", "cpu", "--half", "--source", str(image),
+                          "--output", str(tmp_path / "out"), "--summary", str(tmp_path / "s.json"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "s.json").read_text())["precision"] == "fp16"
 
 
 def test_raw_frames_on_stdout_tiled(frame_onnx, media):

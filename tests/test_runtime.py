@@ -130,6 +130,21 @@ def test_device_is_one_parser_and_cpu_keeps_to_the_cpu(frame_onnx, exported):
         Dehazer.load(exported["dir"] / "kanet_fp16.plan", device="cpu")
 
 
+def test_half_picks_the_fp16_model_or_refuses(frame_onnx, exported, tmp_path):
+    folder = exported["dir"]
+    assert Dehazer.load(folder, device="cpu").precision == "fp32"
+    half = Dehazer.load(folder, device="cpu", half=True)
+    assert half.precision == "fp16" and half.backend == "onnxruntime:CPUExecutionProvider"
+    assert Dehazer.load(folder / "kanet_fp16.onnx", half=True).precision == "fp16"
+    with pytest.raises(DehazeError, match="is an FP32 model and --half asks for FP16"):
+        Dehazer.load(frame_onnx, half=True)
+    fp32_only = tmp_path / "fp32_only"
+    fp32_only.mkdir()
+    shutil.copyfile(frame_onnx, fp32_only / frame_onnx.name)
+    with pytest.raises(DehazeError, match="holds none of kanet_fp16.onnx .*--half takes the FP16 models only"):
+        Dehazer.load(fp32_only, device="cpu", half=True)
+
+
 def test_bad_models_are_clear_errors(tmp_path, frame_onnx):
     with pytest.raises(DehazeError, match="no such model file"):
         Dehazer.load(tmp_path / "none.onnx")

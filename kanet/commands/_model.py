@@ -18,9 +18,13 @@ def add_device_argument(parser, what: str = "where the model runs") -> None:
 
 
 def add_model_arguments(parser, model: str | None = MODEL_HELP, required: bool = True) -> None:
-    """--model (unless `model` is None: the command makes its own), --backend and --device, as Dehazer.load takes them."""
+    """--model (unless `model` is None: the command makes its own), --backend, --device and --half, as
+    Dehazer.load takes them."""
     if model:
         parser.add_argument("--model", required=required, metavar="M", help=model)
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto: from the model file (default); tensorrt: an engine; onnxruntime: an ONNX model")
     add_device_argument(parser)
+    parser.add_argument("--half", action="store_true",
+                        help="FP16: an export folder's kanet_fp16.plan (where a GPU runs it) or kanet_fp16.onnx; "
+                             "an FP32 model given directly is an error")

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     gpu = device != "cpu" and device_count() > 0
     opts = DemoOptions(out=Path(args.out), checkpoint=checkpoint, photos=photos,
                        max_side=args.max_side if args.max_side else (None if gpu else 480),
-                       clip_frames=args.clip_frames, backend=args.backend, device=device)
+                       clip_frames=args.clip_frames, backend=args.backend, device=device, half=args.half)
     with tqdm(desc="demo", unit="check") as bar:
         summary = run_demo(opts, bar)
     print(summary.read_text())

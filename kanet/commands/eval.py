@@ -42,7 +42,7 @@ def build_methods(args: argparse.Namespace) -> dict:
         from runtime import Dehazer
 
         try:
-            dehazer = Dehazer.load(args.model, backend=args.backend, device=device)
+            dehazer = Dehazer.load(args.model, backend=args.backend, device=device, half=args.half)
         except (OSError, ValueError, RuntimeError) as exc:
             raise UserError(f"{args.model}: {exc}") from None
         methods["KA-Net"] = lambda frame, name: dehazer(frame)

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         sinks = sinks_for(args.output, sources, args.fps) if args.output else [None] * len(sources)
         check_outputs([s for s in sinks if s is not None], sources, args.overwrite)
         window = Window() if args.show else None
-        with Dehazer.load(args.model, args.backend, device, tile, args.tile_overlap) as dehazer:
+        with Dehazer.load(args.model, args.backend, device, tile, args.tile_overlap, args.half) as dehazer:
             summary = Pipeline(dehazer, sources, sinks, batch=args.batch, side_by_side=args.side_by_side,
                                window=window, max_frames=args.max_frames).run()
     except DehazeError as exc:
