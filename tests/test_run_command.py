@@ -231,6 +231,8 @@ def test_corrupt_truncated_and_empty_inputs(frame_onnx, media, tmp_path, capsys)
     (["--source", "{clip}", "--source", "{clip}", "--output", "-"], "raw frames on stdout take exactly one source"),
     (["--source", "{clip}", "--show", "--output", "{tmp}/o"], "--show needs a display"),
     (["--source", "{clip}", "--half"], "is an FP32 model and --half asks for FP16"),
+    (["--source", "{clip}", "--output", "{tmp}/x.gif"], "x.gif: unknown output type '.gif'; outputs are a video "
+                                                         "(.mp4, .mkv, .mov, .m4v, .ts, .avi, .webm), an image (.bmp"),
 ])
 def test_bad_input_is_one_clear_line(frame_onnx, media, tmp_path, capsys, monkeypatch, args, expect):
     monkeypatch.delenv("DISPLAY", raising=False)
@@ -242,6 +244,18 @@ def test_bad_input_is_one_clear_line(frame_onnx, media, tmp_path, capsys, monkey
     code, err = kanet_run(capsys, *defaults, *args)
     assert code == 2
     assert expect in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.gif").exists()  # an unknown extension is no longer made a folder
+
+
+def test_an_existing_folder_with_a_dot_is_still_a_folder(tmp_path):
+    from runtime.sinks import ImageFolder, sinks_for
+    from runtime.sources import open_sources
+
+    image, folder = tmp_path / "hazy.png", tmp_path / "out.v2"
+    cv2.imwrite(str(image), np.full((40, 40, 3), 90, np.uint8))
+    folder.mkdir()
+    (sink,) = sinks_for(str(folder), open_sources([str(image)]))
+    assert isinstance(sink, ImageFolder) and sink.folder == folder
 
 
 def test_half_runs_the_fp16_model_of_an_export_folder(exported, tmp_path, capsys):
