@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder (PNG per frame; a subfolder per source when several), video file "
                              ".mp4/.mkv/.mov/.avi/.webm/.ts (audio copied from a source video; NAME-LABEL.ext per "
                              "source when several), an image file for one input image, or - for raw bgr24 frames "
-                             "on stdout; other extensions are an error); default: a new folder runs/dehaze/exp, exp2, ...")
+                             "on stdout; other extensions are an error; default: a new folder runs/dehaze/exp, exp2, ...")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output files that exist already (a source is never replaced)")
     parser.add_argument("--summary", metavar="FILE.json",
