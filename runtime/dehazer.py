@@ -1,6 +1,7 @@
 """`Dehazer`: one API over engines and ONNX models, for frames of any size.
 
-Frames larger than the model accepts go through overlapping tiles; frames smaller than
+Frames whose long side exceeds `max_side` are shrunk first and the result enlarged back;
+frames larger than the model accepts go through overlapping tiles; frames smaller than
 its profile minimum are mirror-padded and cropped back; batches larger than its profile
 are split. Every result is uint8 BGR of the input's size.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .devices import gpu_index, parse_device
@@ -67,8 +69,11 @@ def _tile_size(tile, max_shape: tuple[int, int, int] | None) -> tuple[int, int] 
 class Dehazer:
     """Dehaze uint8 BGR frames with an engine (TensorRT / TensorRT-RTX) or an ONNX model (ONNX Runtime)."""
 
-    def __init__(self, impl, tile=None, tile_overlap: int = 32) -> None:
+    def __init__(self, impl, tile=None, tile_overlap: int = 32, max_side: int | None = None) -> None:
         self._impl = impl
+        if max_side is not None and max_side < 33:
+            raise DehazeError(f"max side {max_side}: must be at least 33 (the smallest frame KA-Net takes)")
+        self._max_side = max_side
         self._tiling = not (tile is False or tile == 0)  # tiling off: frames over the profile are an error
         self._tile = _tile_size(tile, impl.max_shape)
         if tile_overlap < 0:
@@ -77,11 +82,13 @@ class Dehazer:
 
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", device: str | int = "auto", tile=None,
-             tile_overlap: int = 32, half: bool = False) -> Dehazer:
+             tile_overlap: int = 32, half: bool = False, max_side: int | None = None) -> Dehazer:
         """path: an engine (.plan with its .json manifest), a frame-I/O .onnx, or a `kanet export` folder.
         device: auto, cpu, a GPU index or cuda:N (see runtime.devices). half: an FP16 model or none.
         tile: None = tile only frames larger than the model accepts (at its largest size);
-        an int or (height, width) = tile frames larger than that; 0 or False = never tile."""
+        an int or (height, width) = tile frames larger than that; 0 or False = never tile.
+        max_side: shrink host frames whose long side is larger to that first, and enlarge the result back
+        to the frame's size (faster and lighter, less detail); None = full size."""
         if backend not in BACKENDS:
             raise DehazeError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         device, path = parse_device(device), Path(path)
@@ -115,7 +122,7 @@ class Dehazer:
             impl.close()
             raise DehazeError(f"{path} is an {impl.precision.upper()} model and --half asks for FP16: give "
                               "kanet_fp16.onnx, kanet_fp16.plan or their export folder")
-        return cls(impl, tile, tile_overlap)
+        return cls(impl, tile, tile_overlap, max_side)
 
     @property
     def backend(self) -> str:
@@ -164,6 +171,15 @@ class Dehazer:
         return out
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        height, width = batch.shape[1:3]
+        if self._max_side is None or max(height, width) <= self._max_side:
+            return self._run_full(batch)
+        scale = self._max_side / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))  # cv2 sizes are (width, height)
+        small, timings = self._run_full(np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in batch]))
+        return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) for f in small]), timings
+
+    def _run_full(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         timings = dict.fromkeys(TIMING_KEYS, 0.0)
 
         def infer(chunk: np.ndarray) -> np.ndarray:

@@ -231,6 +231,7 @@ def test_corrupt_truncated_and_empty_inputs(frame_onnx, media, tmp_path, capsys)
     (["--source", "{clip}", "--source", "{clip}", "--output", "-"], "raw frames on stdout take exactly one source"),
     (["--source", "{clip}", "--show", "--output", "{tmp}/o"], "--show needs a display"),
     (["--source", "{clip}", "--half"], "is an FP32 model and --half asks for FP16"),
+    (["--source", "{clip}", "--max-side", "20"], "max side 20: must be at least 33"),
     (["--source", "{clip}", "--output", "{tmp}/x.gif"], "x.gif: unknown output type '.gif'; outputs are a video "
                                                          "(.mp4, .mkv, .mov, .m4v, .ts, .avi, .webm), an image (.bmp"),
 ])
@@ -256,6 +257,23 @@ def test_an_existing_folder_with_a_dot_is_still_a_folder(tmp_path):
     folder.mkdir()
     (sink,) = sinks_for(str(folder), open_sources([str(image)]))
     assert isinstance(sink, ImageFolder) and sink.folder == folder
+
+
+def test_max_side_dehazes_large_frames_smaller_and_restores_their_size(frame_onnx, tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    large, small = rng.integers(0, 256, (H, W, 3), dtype=np.uint8), rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    folder = tmp_path / "hazy"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "large.png"), large)
+    cv2.imwrite(str(folder / "small.png"), small)
+    code, err = kanet_run(capsys, "--model", str(frame_onnx), "--source", str(folder), "--output",
+                          str(tmp_path / "out"), "--max-side", "40")
+    assert code == 0, err
+    dehaze = Dehazer.load(frame_onnx)
+    shrunk = dehaze(cv2.resize(large, (40, 30), interpolation=cv2.INTER_AREA))  # 64 x 48 -> 40 x 30
+    expected = cv2.resize(shrunk, (W, H), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out" / "large.png")), expected)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out" / "small.png")), dehaze(small))  # not over 40
 
 
 def test_half_runs_the_fp16_model_of_an_export_folder(exported, tmp_path, capsys):

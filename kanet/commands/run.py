@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames larger than this are dehazed in overlapping tiles; auto: only frames larger "
                              "than the engine profile, in tiles of its maximum size (default); off: such frames "
                              "are an error")
+    parser.add_argument("--max-side", type=int, metavar="PX",
+                        help="dehaze frames whose long side exceeds PX at that size, and enlarge the result back "
+                             "to the frame's size: a quality/speed trade (faster and lighter, with less fine "
+                             "detail; default: full size)")
     parser.add_argument("--tile-overlap", type=int, default=32, metavar="PX",
                         help="minimum overlap of adjacent tiles, blended linearly (default 32)")
     parser.add_argument("--side-by-side", action="store_true", help="write input and dehazed frame next to each other")
@@ -109,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         sinks = sinks_for(args.output, sources, args.fps) if args.output else [None] * len(sources)
         check_outputs([s for s in sinks if s is not None], sources, args.overwrite)
         window = Window() if args.show else None
-        with Dehazer.load(args.model, args.backend, device, tile, args.tile_overlap, args.half) as dehazer:
+        with Dehazer.load(args.model, args.backend, device, tile, args.tile_overlap, args.half,
+                          args.max_side) as dehazer:
             summary = Pipeline(dehazer, sources, sinks, batch=args.batch, side_by_side=args.side_by_side,
                                window=window, max_frames=args.max_frames).run()
     except DehazeError as exc:
