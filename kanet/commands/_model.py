@@ -12,9 +12,10 @@ MODEL_HELP = ("engine (.plan with its .json manifest: TensorRT on a GPU), ONNX m
               "`kanet export` folder (its engine where a GPU can run it, else its FP32 ONNX)")
 
 
-def add_device_argument(parser, what: str = "where the model runs") -> None:
-    """--device, parsed by runtime.devices.parse_device in the command (a bad value is a one-line error)."""
-    parser.add_argument("--device", default="auto", metavar="auto|cpu|N|cuda:N", help=f"{what}: {DEVICE_HELP}")
+def add_device_argument(parser, what: str = "where the model runs", default: str | None = "auto") -> None:
+    """--device, parsed by runtime.devices.parse_device in the command (a bad value is a one-line error).
+    default None: the flag only overrides a configuration that sets the device."""
+    parser.add_argument("--device", default=default, metavar="auto|cpu|N|cuda:N", help=f"{what}: {DEVICE_HELP}")
 
 
 def add_model_arguments(parser, model: str | None = MODEL_HELP, required: bool = True) -> None:

@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "tensor: float32 NCHW RGB [-1, 1] in, [0, 1] out")
     parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="engine precision (default fp16)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
-    parser.add_argument("--no-engine", action="store_true", help="stop after the two ONNX files (the engine build flags are then not read)")
+    parser.add_argument("--no-engine", action="store_true",
+                        help="stop after the two ONNX files (the engine build flags are then not read)")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim simplification")
     add_build_arguments(parser)
 

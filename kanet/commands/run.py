@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder (PNG per frame; a subfolder per source when several), video file "
                              ".mp4/.mkv/.mov/.avi/.webm/.ts (audio copied from a source video; NAME-LABEL.ext per "
                              "source when several), an image file for one input image, or - for raw bgr24 frames "
-                             "on stdout; other extensions are an error; default: a new folder runs/dehaze/exp, exp2, ...")
+                             "on stdout; other extensions are an error; default: a new folder runs/dehaze/exp, "
+                             "exp2, ...")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output files that exist already (a source is never replaced)")
     parser.add_argument("--summary", metavar="FILE.json",
@@ -38,12 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames larger than this are dehazed in overlapping tiles; auto: only frames larger "
                              "than the engine profile, in tiles of its maximum size (default); off: such frames "
                              "are an error")
+    parser.add_argument("--tile-overlap", type=int, default=32, metavar="PX",
+                        help="minimum overlap of adjacent tiles, blended linearly (default 32)")
     parser.add_argument("--max-side", type=int, metavar="PX",
                         help="dehaze frames whose long side exceeds PX at that size, and enlarge the result back "
                              "to the frame's size: a quality/speed trade (faster and lighter, with less fine "
                              "detail; default: full size)")
-    parser.add_argument("--tile-overlap", type=int, default=32, metavar="PX",
-                        help="minimum overlap of adjacent tiles, blended linearly (default 32)")
     parser.add_argument("--side-by-side", action="store_true", help="write input and dehazed frame next to each other")
     parser.add_argument("--show", action="store_true", help="show a live window (needs a display); q or Esc stops")
     parser.add_argument("--fps", type=float, help="frame rate of a video output when the source has none "
