@@ -165,6 +165,16 @@ def test_cli_parity_on_export_dir(checkpoint, exported, tmp_path):
     assert json.loads(report.read_text())["passed"]
 
 
+def test_cli_parity_takes_a_model_as_kanet_run_does(checkpoint, exported, tmp_path, capsys):
+    """--model DIR resolves like `kanet run --model DIR`: on the CPU, the folder's FP32 ONNX."""
+    from kanet.cli import main
+
+    report = tmp_path / "parity.json"
+    assert main(["parity", str(checkpoint), "--model", str(exported["dir"]), "--device", "cpu", "--photos", "",
+                 "--report", str(report)]) == 0, capsys.readouterr()
+    assert {r["candidate"] for r in json.loads(report.read_text())["results"]} == {"kanet_fp32"}
+
+
 @pytest.mark.parametrize("problem", ["missing", "corrupt", "layout", "profile", "opset"])
 def test_cli_export_bad_input_is_a_clear_error(model, tmp_path, problem):
     ckpt = tmp_path / "model.pt"

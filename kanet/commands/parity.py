@@ -6,12 +6,15 @@ from pathlib import Path
 
 from kanet.cli import UserError
 
-from ._model import add_device_argument
+from ._model import MODEL_HELP, add_device_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "exits 1 when any threshold fails, 2 on bad input. Report: JSON at --report."
     parser.add_argument("checkpoint", help="the checkpoint the models were exported from (the FP32 reference)")
+    parser.add_argument("--model", action="append", default=[], metavar="M",
+                        help=f"the model `kanet run --model M` would run, resolved the same way (repeatable): "
+                             f"{MODEL_HELP}")
     parser.add_argument("--onnx", action="append", default=[], metavar="PATH",
                         help="model to check (repeatable); precision read from the name (fp16 if it says so)")
     parser.add_argument("--engine", action="append", default=[], metavar="PATH",
@@ -36,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from training import load_checkpoint
 
     from runtime.cuda import device_count
+    from runtime.dehazer import ENGINE_SUFFIXES, resolve_model
     from runtime.devices import parse_device
     from runtime.manifest import read_manifest
 
@@ -43,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     gpus = 0 if device == "cpu" else device_count()
     paths = [Path(p) for p in args.onnx]
     engines = [Path(p) for p in args.engine]
+    for model in (resolve_model(Path(m), "auto", device) for m in args.model):
+        (engines if model.suffix in ENGINE_SUFFIXES else paths).append(model)
     if args.export_dir:
         paths += [Path(args.export_dir) / "kanet_fp32.onnx", Path(args.export_dir) / "kanet_fp16.onnx"]
         found = sorted(Path(args.export_dir).glob("kanet_*.plan"))
@@ -55,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{engines[0]}: running an engine needs an NVIDIA GPU; "
                         f"{'--device cpu' if device == 'cpu' else 'none is present'}")
     if not paths and not engines:
-        raise UserError("nothing to check: give --onnx PATH, --engine PATH or --export-dir DIR")
+        raise UserError("nothing to check: give --model M, --onnx PATH, --engine PATH or --export-dir DIR")
     candidates = {p.stem: (p, "fp16" if "fp16" in p.stem else "fp32") for p in paths}
     for engine in engines:
         try:
