@@ -117,7 +117,7 @@ class RuntimeBackend(Backend):
 
         self.name, self.device = name, device
         self.baseline = memory.non_torch_device_bytes(device) if device.type == "cuda" else 0
-        self.dehazer = Dehazer.load(model_path, backend=runtime_backend, device=device.index or 0)
+        self.dehazer = Dehazer.load(model_path, backend=runtime_backend, device=str(device))
         self.precision = str(self.dehazer.precision)
         self.model_path = model_path
         self.includes = (f"uint8 host frames -> runtime.Dehazer ({self.dehazer.backend}, {model_path.name}) "

@@ -190,7 +190,8 @@ def run_video(config: BenchConfig, doc: dict, workdir: Path) -> dict:
     if reference is None:
         return {"skipped": "no runtime backend ran (the video path runs the runtime: ONNX Runtime or an engine)"}
     height, width = config.video_size
-    result = video.end_to_end(Path(doc["backends"][reference]["model"]), height, width, config.video_frames, workdir)
+    result = video.end_to_end(Path(doc["backends"][reference]["model"]), height, width, config.video_frames, workdir,
+                              device=str(config.device))
     return {**result, "reference_backend": reference}
 
 

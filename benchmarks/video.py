@@ -40,12 +40,13 @@ def write_clip(path: Path, height: int, width: int, frames: int, fps: int = 30,
     return path
 
 
-def end_to_end(model: Path, height: int, width: int, frames: int, workdir: Path, timeout_s: float = 3600) -> dict:
+def end_to_end(model: Path, height: int, width: int, frames: int, workdir: Path, timeout_s: float = 3600,
+               device: str = "auto") -> dict:
     """Run `kanet run` in a subprocess on a generated clip; its summary plus the process wall time."""
     clip = write_clip(workdir / f"clip_{height}x{width}.mp4", height, width, frames)
     output, summary = workdir / f"dehazed_{height}x{width}.mp4", workdir / f"run_{height}x{width}.json"
     command = [sys.executable, "-m", "kanet", "run", "--model", str(model), "--source", str(clip),
-               "--output", str(output), "--summary", str(summary)]
+               "--output", str(output), "--summary", str(summary), "--device", device]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, cwd=REPO)
     wall = time.perf_counter() - start

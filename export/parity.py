@@ -127,12 +127,12 @@ class _OnnxCandidate:
 class _EngineCandidate:
     io = "frames"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, device: str):
         from runtime import Dehazer  # imports cuda-bindings and TensorRT: only when an engine is checked
 
         profile = read_manifest(path)["profiles"][0]
         self.min, self.max = profile["min"], profile["max"]
-        self.dehazer = Dehazer.load(path, backend="tensorrt")
+        self.dehazer = Dehazer.load(path, backend="tensorrt", device=device)
 
     def fits(self, frames: np.ndarray) -> bool:
         return all(lo <= n <= hi for lo, n, hi in zip(self.min, frames.shape[:3], self.max))
@@ -144,26 +144,27 @@ class _EngineCandidate:
         pass
 
 
-def _candidate(path: Path):
+def _candidate(path: Path, device: str):
     if not path.is_file():
         raise ExportError(f"{path}: no such model file")
     if path.suffix in ENGINE_SUFFIXES:
         try:
-            return _EngineCandidate(path)
+            return _EngineCandidate(path, device)
         except (OSError, RuntimeError, ValueError) as exc:
             raise ExportError(f"{path}: {exc}") from None
     return _OnnxCandidate(path)
 
 
 def run_parity(model: KANet, candidates: dict[str, tuple[Path, str]], cases: list[tuple[str, np.ndarray]],
-               limits: Thresholds = Thresholds(), progress=None) -> dict:
-    """candidates: label -> (ONNX or engine path, precision). Returns the report; report['passed'] says it all."""
+               limits: Thresholds = Thresholds(), progress=None, device: str = "auto") -> dict:
+    """candidates: label -> (ONNX or engine path, precision); engines run on `device` (runtime.devices), ONNX
+    models on ONNX Runtime's CPU provider. Returns the report; report['passed'] says it all."""
     frame_model = FrameIO(model).eval()
     results, skipped = [], []
     runners = {}
     try:
         for label, (path, precision) in candidates.items():
-            runners[label] = (_candidate(Path(path)), precision)
+            runners[label] = (_candidate(Path(path), device), precision)
         for case_name, frames in cases:
             with torch.no_grad():
                 ref_frames = frame_model(torch.from_numpy(frames)).numpy()

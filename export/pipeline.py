@@ -44,7 +44,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, io: str = "fr
     if precision not in ("fp16", "fp32"):
         raise ExportError(f"--precision must be fp16 or fp32, got {precision!r}")
     out_dir = Path(out_dir)
-    options.profile.validate()
+    if engine:
+        options.profile.validate()
     try:
         model = load_checkpoint(checkpoint)
     except CheckpointError as exc:

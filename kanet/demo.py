@@ -37,6 +37,8 @@ class DemoOptions:
     clip_frames: int = 48
     clip_size: tuple[int, int] = (240, 320)  # H, W
     backend: str = "auto"
+    device: str = "auto"              # runtime.devices: auto, cpu or cuda:N
+    half: bool = False                # dehaze with the FP16 engine / ONNX
     engine_cache: Path = PROJECT / "engines" / "cache"
 
 
@@ -86,11 +88,12 @@ def parity_step(opts: DemoOptions, summary: dict, log: DemoLog, progress) -> dic
     export_dir = opts.out / "export"
     candidates = {"fp32_onnx": (export_dir / "kanet_fp32.onnx", "fp32"),
                   "fp16_onnx": (export_dir / "kanet_fp16.onnx", "fp16")}
-    if device_count():
+    if opts.device != "cpu" and device_count():
         candidates["fp16_engine"] = (export_dir / "kanet_fp16.plan", "fp16")
     cases = frame_cases(sizes=((1, 96, 128),), photos=opts.photos)
     progress.reset(total=len(cases) * len(candidates))
-    report = log.timed("parity", run_parity, load_checkpoint(opts.checkpoint), candidates, cases, progress=progress)
+    report = log.timed("parity", run_parity, load_checkpoint(opts.checkpoint), candidates, cases, progress=progress,
+                       device=opts.device)
     report["checkpoint_sha256"] = summary["checkpoint"]["sha256"]
     write_report(report, path)
     return report
@@ -201,7 +204,7 @@ def run_demo(opts: DemoOptions, progress) -> Path:
     progress.set_description("parity")
     parity = parity_step(opts, export, log, progress)
     progress.set_description("dehaze")
-    with Dehazer.load(opts.out / "export", backend=opts.backend) as dehazer:
+    with Dehazer.load(opts.out / "export", backend=opts.backend, device=opts.device, half=opts.half) as dehazer:
         backend = dehazer.backend
         quality, _ = photos_step(opts, dehazer, log)
         clip = clip_step(opts, dehazer, log)

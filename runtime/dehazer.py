@@ -1,6 +1,7 @@
 """`Dehazer`: one API over engines and ONNX models, for frames of any size.
 
-Frames larger than the model accepts go through overlapping tiles; frames smaller than
+Frames whose long side exceeds `max_side` are shrunk first and the result enlarged back;
+frames larger than the model accepts go through overlapping tiles; frames smaller than
 its profile minimum are mirror-padded and cropped back; batches larger than its profile
 are split. Every result is uint8 BGR of the input's size.
 """
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from .devices import gpu_index, parse_device
 from .errors import DehazeError
 from .images import as_batch, as_bgr8
 from .manifest import read_manifest
@@ -32,21 +35,23 @@ def _engines_usable() -> bool:
         return False
 
 
-def resolve_model(path: Path, backend: str) -> Path:
-    """The file to load: `path` itself, or in a `kanet export` folder the engine when one can run here,
-    else the FP32 ONNX model."""
+def resolve_model(path: Path, backend: str, device: str = "auto", half: bool = False) -> Path:
+    """The file to load: `path` itself, or in a `kanet export` folder the engine when one can run here
+    (never with device 'cpu'), else the FP32 ONNX model; with `half` only the FP16 ones."""
     if not path.is_dir():
         return path
-    engines = [path / "kanet_fp16.plan", path / "kanet_fp32.plan"]
-    onnx = [path / "kanet_fp32.onnx", path / "kanet_fp16.onnx"]
-    if backend == "tensorrt" or (backend == "auto" and any(e.is_file() for e in engines) and _engines_usable()):
+    engines = [path / "kanet_fp16.plan"] + ([] if half else [path / "kanet_fp32.plan"])
+    onnx = [path / "kanet_fp16.onnx"] if half else [path / "kanet_fp32.onnx", path / "kanet_fp16.onnx"]
+    if backend == "tensorrt" or (backend == "auto" and device != "cpu" and any(e.is_file() for e in engines)
+                                 and _engines_usable()):
         candidates = engines
     else:
         candidates = onnx
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise DehazeError(f"{path}: holds none of {', '.join(c.name for c in candidates)} (written by `kanet export`)")
+    raise DehazeError(f"{path}: holds none of {', '.join(c.name for c in candidates)} (written by `kanet export`"
+                      f"{'; --half takes the FP16 models only' if half else ''})")
 
 
 def _tile_size(tile, max_shape: tuple[int, int, int] | None) -> tuple[int, int] | None:
@@ -64,8 +69,11 @@ def _tile_size(tile, max_shape: tuple[int, int, int] | None) -> tuple[int, int] 
 class Dehazer:
     """Dehaze uint8 BGR frames with an engine (TensorRT / TensorRT-RTX) or an ONNX model (ONNX Runtime)."""
 
-    def __init__(self, impl, tile=None, tile_overlap: int = 32) -> None:
+    def __init__(self, impl, tile=None, tile_overlap: int = 32, max_side: int | None = None) -> None:
         self._impl = impl
+        if max_side is not None and max_side < 33:
+            raise DehazeError(f"max side {max_side}: must be at least 33 (the smallest frame KA-Net takes)")
+        self._max_side = max_side
         self._tiling = not (tile is False or tile == 0)  # tiling off: frames over the profile are an error
         self._tile = _tile_size(tile, impl.max_shape)
         if tile_overlap < 0:
@@ -73,38 +81,48 @@ class Dehazer:
         self._overlap = tile_overlap
 
     @classmethod
-    def load(cls, path: str | Path, backend: str = "auto", device: int = 0, tile=None,
-             tile_overlap: int = 32) -> Dehazer:
+    def load(cls, path: str | Path, backend: str = "auto", device: str | int = "auto", tile=None,
+             tile_overlap: int = 32, half: bool = False, max_side: int | None = None) -> Dehazer:
         """path: an engine (.plan with its .json manifest), a frame-I/O .onnx, or a `kanet export` folder.
+        device: auto, cpu, a GPU index or cuda:N (see runtime.devices). half: an FP16 model or none.
         tile: None = tile only frames larger than the model accepts (at its largest size);
-        an int or (height, width) = tile frames larger than that; 0 or False = never tile."""
+        an int or (height, width) = tile frames larger than that; 0 or False = never tile.
+        max_side: shrink host frames whose long side is larger to that first, and enlarge the result back
+        to the frame's size (faster and lighter, less detail); None = full size."""
         if backend not in BACKENDS:
             raise DehazeError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-        path = Path(path)
+        device, path = parse_device(device), Path(path)
         if not path.exists():
             raise DehazeError(f"{path}: no such model file or folder")
-        path = resolve_model(path, backend)
+        path = resolve_model(path, backend, device, half)
         if path.suffix in ENGINE_SUFFIXES:
             if backend == "onnxruntime":
                 raise DehazeError(f"{path} is a TensorRT engine; ONNX Runtime runs the .onnx models")
+            if device == "cpu":
+                raise DehazeError(f"{path} is a TensorRT engine, which runs on a GPU; --device cpu runs the "
+                                  "ONNX model (give the .onnx file or the export folder)")
             from .engine_backend import EngineBackend
 
             try:
                 manifest = read_manifest(path)
             except FileNotFoundError as exc:
                 raise DehazeError(str(exc)) from None
-            impl = EngineBackend(path, manifest, device)
+            impl = EngineBackend(path, manifest, gpu_index(device))
         elif path.suffix == ".onnx":
             if backend == "tensorrt":
                 raise DehazeError(f"{path} is an ONNX model; the tensorrt backend runs engines: "
                                   f"kanet build {path} --out DIR")
             from .onnx_backend import OnnxBackend
 
-            impl = OnnxBackend(path, device)
+            impl = OnnxBackend(path, gpu_index(device))
         else:
             raise DehazeError(f"{path}: not a model; expected an engine (.plan), an .onnx file or an export folder "
                               "(a checkpoint is exported first: kanet export CKPT --out DIR)")
-        return cls(impl, tile, tile_overlap)
+        if half and impl.precision != "fp16":
+            impl.close()
+            raise DehazeError(f"{path} is an {impl.precision.upper()} model and --half asks for FP16: give "
+                              "kanet_fp16.onnx, kanet_fp16.plan or their export folder")
+        return cls(impl, tile, tile_overlap, max_side)
 
     @property
     def backend(self) -> str:
@@ -153,6 +171,15 @@ class Dehazer:
         return out
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        height, width = batch.shape[1:3]
+        if self._max_side is None or max(height, width) <= self._max_side:
+            return self._run_full(batch)
+        scale = self._max_side / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))  # cv2 sizes are (width, height)
+        small, timings = self._run_full(np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in batch]))
+        return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) for f in small]), timings
+
+    def _run_full(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         timings = dict.fromkeys(TIMING_KEYS, 0.0)
 
         def infer(chunk: np.ndarray) -> np.ndarray:

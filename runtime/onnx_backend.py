@@ -22,9 +22,11 @@ def onnx_precision(path: Path) -> str:
 
 
 class OnnxBackend:
-    def __init__(self, path: Path, device: int = 0) -> None:
+    def __init__(self, path: Path, device: int | None = 0) -> None:
+        """device: the GPU for the GPU providers; None keeps to the CPU."""
         available = ort.get_available_providers()
-        providers = [(p, {"device_id": device}) if p in GPU_PROVIDERS else p for p in PREFERRED if p in available]
+        preferred = PREFERRED if device is not None else ("CPUExecutionProvider",)
+        providers = [(p, {"device_id": device}) if p in GPU_PROVIDERS else p for p in preferred if p in available]
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:

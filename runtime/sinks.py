@@ -178,7 +178,8 @@ class Window:
 
 def sinks_for(output: str, sources: list[Source], fps: float | None = None) -> list[Sink]:
     """One sink per source: '-' raw frames, a video file per source (name-label.ext when several),
-    one image file for one input image, else an image folder (a subfolder per source when several)."""
+    one image file for one input image, else an image folder (a subfolder per source when several):
+    an existing folder, or a new one without an extension (x.gif is a mistake, not a folder to make)."""
     if output == "-":
         if len(sources) != 1:
             raise DehazeError("raw frames on stdout take exactly one source")
@@ -193,9 +194,13 @@ def sinks_for(output: str, sources: list[Source], fps: float | None = None) -> l
         if several or sources[0].kind != "images" or sources[0].expected != 1:
             raise DehazeError(f"{output}: an image file holds one dehazed image; give a folder for several frames")
         return [ImageFile(path)]
+    kinds = (f"a video ({', '.join(VIDEO_CODECS)}), an image ({', '.join(sorted(IMAGE_SUFFIXES))}), '-' "
+             "or a folder")
     if path.is_file():
-        raise DehazeError(f"{output}: exists and is not a folder; outputs are a folder, a video "
-                          f"({', '.join(VIDEO_CODECS)}), an image file or '-'")
+        raise DehazeError(f"{output}: exists and is not a folder; outputs are {kinds}")
+    if suffix and not path.is_dir():
+        raise DehazeError(f"{output}: unknown output type {suffix!r}; outputs are {kinds} (a new folder's name "
+                          "has no extension)")
     return [ImageFolder(path / s.label if several else path, s) for s in sources]
 
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, SAMPLES
 from kanet import cli
 
 
@@ -69,3 +69,19 @@ def test_a_bug_is_one_line_and_a_log_file(tmp_path, monkeypatch, capsys):
 def test_argument_errors_keep_their_exit_code(argv):
     proc = kanet(*argv)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--model", "m.onnx", "--source", "x.png"],
+    ["eval", "--hazy", str(SAMPLES)],
+    ["parity", "kanet.pt"],
+    ["bench"],
+    ["demo"],
+    ["train", "--clear-dir", str(SAMPLES)],
+])
+def test_every_command_that_runs_a_model_reads_device_the_same_way(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # whatever a command would write lands here
+    assert cli.main([*argv, "--device", "gpu1"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"kanet {argv[0]}: error: --device 'gpu1': expected auto, cpu, a GPU index N, cuda or "
+                   "cuda:N\n"), err

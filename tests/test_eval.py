@@ -141,13 +141,14 @@ def test_eval_command_bad_input(tmp_path, args, message):
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_eval_command_scores_a_model_through_the_runtime(frame_onnx, tmp_path):
-    """KA-Net (an exported ONNX model) scored beside the baselines; its outputs are the runtime's."""
+def test_eval_command_scores_a_model_through_the_runtime(exported, frame_onnx, tmp_path):
+    """KA-Net (an export folder, as `kanet run` takes it: its FP32 ONNX on the CPU) scored beside the
+    baselines; its outputs are the runtime's."""
     from runtime import Dehazer
 
     out = tmp_path / "report"
-    result = _kanet("eval", "--hazy", str(SAMPLES), "--model", str(frame_onnx), "--out", str(out),
-                    "--max-side", "96", "--save-images")
+    result = _kanet("eval", "--hazy", str(SAMPLES), "--model", str(exported["dir"]), "--device", "cpu",
+                    "--out", str(out), "--max-side", "96", "--save-images")
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "eval.json").read_text())
     assert list(report["means"]) == ["hazy input", "dark channel prior", "KA-Net"]

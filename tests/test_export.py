@@ -165,6 +165,16 @@ def test_cli_parity_on_export_dir(checkpoint, exported, tmp_path):
     assert json.loads(report.read_text())["passed"]
 
 
+def test_cli_parity_takes_a_model_as_kanet_run_does(checkpoint, exported, tmp_path, capsys):
+    """--model DIR resolves like `kanet run --model DIR`: on the CPU, the folder's FP32 ONNX."""
+    from kanet.cli import main
+
+    report = tmp_path / "parity.json"
+    assert main(["parity", str(checkpoint), "--model", str(exported["dir"]), "--device", "cpu", "--photos", "",
+                 "--report", str(report)]) == 0, capsys.readouterr()
+    assert {r["candidate"] for r in json.loads(report.read_text())["results"]} == {"kanet_fp32"}
+
+
 @pytest.mark.parametrize("problem", ["missing", "corrupt", "layout", "profile", "opset"])
 def test_cli_export_bad_input_is_a_clear_error(model, tmp_path, problem):
     ckpt = tmp_path / "model.pt"
@@ -180,8 +190,8 @@ def test_cli_export_bad_input_is_a_clear_error(model, tmp_path, problem):
         expect = "does not match the KA-Net layout"
     else:
         torch.save(model.state_dict(), ckpt)
-        if problem == "profile":
-            args += ["--min", "1x512x512", "--max", "1x256x256"]
+        if problem == "profile":  # refused before the ONNX export, when an engine is to be built
+            args = ["--out", str(tmp_path / "out"), "--min", "1x512x512", "--max", "1x256x256"]
             expect = "need min <= opt <= max"
         else:
             args += ["--opset", "16"]
@@ -191,6 +201,15 @@ def test_cli_export_bad_input_is_a_clear_error(model, tmp_path, problem):
     assert expect in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "kanet_fp32.onnx").exists()
+
+
+def test_cli_export_without_engine_ignores_the_engine_flags(checkpoint, tmp_path, capsys):
+    from kanet.cli import main
+
+    out = tmp_path / "out"
+    assert main(["export", str(checkpoint), "--out", str(out), "--no-engine", "--opt", "1x2000x2000",
+                 "--max", "bogus"]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "kanet_fp16.onnx", "kanet_fp32.onnx"]
 
 
 def test_build_rejects_a_missing_onnx(tmp_path):

@@ -160,7 +160,7 @@ def test_image_folder_with_odd_inputs(frame_onnx, tmp_path, capsys, caplog):
     (images / "notes.md").write_text("not an image: ignored")
     out, summary_file = tmp_path / "clear", tmp_path / "s.json"
     code, err = kanet_run(capsys, "--model", str(frame_onnx), "--source", str(images), "--output", str(out),
-                          "--summary", str(summary_file), "--side-by-side", "--batch", "3")
+                          "--summary", str(summary_file), "--side-by-side", "--batch", "3", "--device", "cpu")
     assert code == 0, err
     summary = json.loads(summary_file.read_text())
     assert (summary["frames_in"], summary["frames_out"], summary["undecodable"]) == (5, 4, 1)
@@ -230,6 +230,10 @@ def test_corrupt_truncated_and_empty_inputs(frame_onnx, media, tmp_path, capsys)
     (["--source", "{clip}", "--output", "{tmp}/one.png"], "an image file holds one dehazed image"),
     (["--source", "{clip}", "--source", "{clip}", "--output", "-"], "raw frames on stdout take exactly one source"),
     (["--source", "{clip}", "--show", "--output", "{tmp}/o"], "--show needs a display"),
+    (["--source", "{clip}", "--half"], "is an FP32 model and --half asks for FP16"),
+    (["--source", "{clip}", "--max-side", "20"], "max side 20: must be at least 33"),
+    (["--source", "{clip}", "--output", "{tmp}/x.gif"], "x.gif: unknown output type '.gif'; outputs are a video "
+                                                         "(.mp4, .mkv, .mov, .m4v, .ts, .avi, .webm), an image (.bmp"),
 ])
 def test_bad_input_is_one_clear_line(frame_onnx, media, tmp_path, capsys, monkeypatch, args, expect):
     monkeypatch.delenv("DISPLAY", raising=False)
@@ -241,6 +245,44 @@ def test_bad_input_is_one_clear_line(frame_onnx, media, tmp_path, capsys, monkey
     code, err = kanet_run(capsys, *defaults, *args)
     assert code == 2
     assert expect in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.gif").exists()  # an unknown extension is no longer made a folder
+
+
+def test_an_existing_folder_with_a_dot_is_still_a_folder(tmp_path):
+    from runtime.sinks import ImageFolder, sinks_for
+    from runtime.sources import open_sources
+
+    image, folder = tmp_path / "hazy.png", tmp_path / "out.v2"
+    cv2.imwrite(str(image), np.full((40, 40, 3), 90, np.uint8))
+    folder.mkdir()
+    (sink,) = sinks_for(str(folder), open_sources([str(image)]))
+    assert isinstance(sink, ImageFolder) and sink.folder == folder
+
+
+def test_max_side_dehazes_large_frames_smaller_and_restores_their_size(frame_onnx, tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    large, small = rng.integers(0, 256, (H, W, 3), dtype=np.uint8), rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    folder = tmp_path / "hazy"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "large.png"), large)
+    cv2.imwrite(str(folder / "small.png"), small)
+    code, err = kanet_run(capsys, "--model", str(frame_onnx), "--source", str(folder), "--output",
+                          str(tmp_path / "out"), "--max-side", "40")
+    assert code == 0, err
+    dehaze = Dehazer.load(frame_onnx)
+    shrunk = dehaze(cv2.resize(large, (40, 30), interpolation=cv2.INTER_AREA))  # 64 x 48 -> 40 x 30
+    expected = cv2.resize(shrunk, (W, H), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out" / "large.png")), expected)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out" / "small.png")), dehaze(small))  # not over 40
+
+
+def test_half_runs_the_fp16_model_of_an_export_folder(exported, tmp_path, capsys):
+    image = tmp_path / "hazy.png"
+    cv2.imwrite(str(image), np.full((40, 40, 3), 90, np.uint8))
+    code, err = kanet_run(capsys, "--model", str(exported["dir"]), "--device", "cpu", "--half", "--source", str(image),
+                          "--output", str(tmp_path / "out"), "--summary", str(tmp_path / "s.json"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "s.json").read_text())["precision"] == "fp16"
 
 
 def test_raw_frames_on_stdout_tiled(frame_onnx, media):

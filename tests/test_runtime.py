@@ -16,6 +16,7 @@ import pytest
 from conftest import SAMPLES
 from runtime import DehazeError, Dehazer
 from runtime import images as runtime_images
+from runtime.errors import KanetError
 from runtime.onnx_backend import OnnxBackend
 from runtime.tiling import run_tiled, tile_starts
 
@@ -110,6 +111,38 @@ def test_conversions_warn_once_in_one_line(dehazer, caplog, monkeypatch):
 def test_wrong_frames_are_clear_errors(dehazer, frames, expect):
     with pytest.raises(DehazeError, match=expect.replace("(", r"\(").replace(")", r"\)")):
         dehazer(frames)
+
+
+def test_device_is_one_parser_and_cpu_keeps_to_the_cpu(frame_onnx, exported):
+    from runtime.dehazer import resolve_model
+    from runtime.devices import gpu_index, parse_device
+
+    for text, parsed in [("auto", "auto"), ("CPU", "cpu"), ("0", "cuda:0"), (1, "cuda:1"), ("cuda", "cuda:0"),
+                         ("cuda:2", "cuda:2")]:
+        assert parse_device(text) == parsed
+    assert [gpu_index(d) for d in ("auto", "cpu", "cuda:0", "cuda:3")] == [0, None, 0, 3]
+    for bad in ("gpu", "cuda:", "-1", "cuda:x"):
+        with pytest.raises(KanetError, match="expected auto, cpu, a GPU index N, cuda or cuda:N"):
+            parse_device(bad)
+    assert Dehazer.load(frame_onnx, device="cpu").backend == "onnxruntime:CPUExecutionProvider"
+    assert resolve_model(exported["dir"], "auto", "cpu").name == "kanet_fp32.onnx"  # not the engine, even on a GPU
+    with pytest.raises(DehazeError, match="runs on a GPU; --device cpu runs the ONNX model"):
+        Dehazer.load(exported["dir"] / "kanet_fp16.plan", device="cpu")
+
+
+def test_half_picks_the_fp16_model_or_refuses(frame_onnx, exported, tmp_path):
+    folder = exported["dir"]
+    assert Dehazer.load(folder, device="cpu").precision == "fp32"
+    half = Dehazer.load(folder, device="cpu", half=True)
+    assert half.precision == "fp16" and half.backend == "onnxruntime:CPUExecutionProvider"
+    assert Dehazer.load(folder / "kanet_fp16.onnx", half=True).precision == "fp16"
+    with pytest.raises(DehazeError, match="is an FP32 model and --half asks for FP16"):
+        Dehazer.load(frame_onnx, half=True)
+    fp32_only = tmp_path / "fp32_only"
+    fp32_only.mkdir()
+    shutil.copyfile(frame_onnx, fp32_only / frame_onnx.name)
+    with pytest.raises(DehazeError, match="holds none of kanet_fp16.onnx .*--half takes the FP16 models only"):
+        Dehazer.load(fp32_only, device="cpu", half=True)
 
 
 def test_bad_models_are_clear_errors(tmp_path, frame_onnx):

@@ -21,7 +21,7 @@ from training.checkpoint import read_checkpoint
 from training.config import ConfigError, dotted, load, merge, read_file
 from training.data import TrainingSet, clear_sources
 from training.synthesis import HazeConfig
-from training.trainer import Trainer, lr_factor
+from training.trainer import Trainer, lr_factor, resolve_device
 
 TINY = ["--steps", "2", "--batch-size", "2", "--crop-size", "48", "--threads", "2", "--val-every", "100",
         "--set", "data.val_size=48", "--set", "log_every=1"]
@@ -169,6 +169,17 @@ def test_config_files_and_overrides(tmp_path):
                          ({"haze": {"beta": [2.0, 1.0]}}, "low <= high"), ({"data": {"hflip": 1}}, "expected bool")]:
         with pytest.raises(ConfigError, match=message):
             load(bad)
+
+
+def test_device_as_every_command_reads_it_and_a_config_keeps_its_own(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("device: cpu\n")
+    for flags, expected in (([], "device: cpu"), (["--device", "cuda:1"], "device: cuda:1")):
+        assert main(["train", "--config", str(config), "--print-config", *flags]) == 0
+        assert expected in capsys.readouterr().out.splitlines()
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="'99': PyTorch sees"):
+        resolve_device("99")  # a GPU index, as for `kanet run --device 99`
 
 
 def test_user_errors_are_one_line(clear_dir, tmp_path, capsys):

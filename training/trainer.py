@@ -26,6 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from runtime.devices import gpu_index, parse_device
 from runtime.errors import KanetError
 
 from . import config as config_io
@@ -101,12 +102,13 @@ def read_resumable(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
+    """The config's device (auto, cpu, N, cuda or cuda:N: runtime.devices, as every command) on this machine."""
+    parsed = parse_device(name)
+    if parsed == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r}: CUDA is not available on this machine")
-    return device
+    if parsed != "cpu" and gpu_index(parsed) >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s) on this machine")
+    return torch.device(parsed)
 
 
 def _ignore_sigint(_worker: int) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from kanet.cli import UserError
 
+from ._model import add_device_argument
+
 RESOLUTIONS = ("256x256", "720x1280", "1080x1920")
 QUICK_RESOLUTIONS = ("256x256", "720x1280")
 
@@ -32,8 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            f"--quick: {', '.join(QUICK_RESOLUTIONS)})")
     what.add_argument("--batch", action="append", type=int, default=[], metavar="N",
                       help="batch size, repeatable (default 1 and 4 on a GPU, 1 on CPU); the best one is reported")
-    what.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                      help="where PyTorch runs (default auto: cuda when available)")
+    add_device_argument(what, "where PyTorch and the exported models run")
     what.add_argument("--quick", action="store_true",
                       help="a small CPU-friendly run: 256x256 and one 720p point, few iterations, "
                            "video at 256x256, no profiling (a couple of minutes)")
@@ -92,13 +93,12 @@ def _compare(paths: list[str]) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace, gpu: bool):
-    import torch
-
+def _config(args: argparse.Namespace, device):
     from benchmarks.harness import Settings, Shape
     from benchmarks.names import ALL
     from benchmarks.suite import BenchConfig
 
+    gpu = device.type == "cuda"
     _positive(args.warmup, "--warmup", minimum=0)
     for value, what in ((args.iterations, "--iterations"), (args.min_iterations, "--min-iterations"),
                         (args.video_frames, "--video-frames")):
@@ -136,7 +136,7 @@ def _config(args: argparse.Namespace, gpu: bool):
         if video_size[0] % 2 or video_size[1] % 2:
             raise UserError(f"--video-size {video_size[0]}x{video_size[1]}: H.264 needs an even height and width")
     return BenchConfig(
-        shapes=shapes, settings=settings, backends=backends, device=torch.device("cuda" if gpu else "cpu"),
+        shapes=shapes, settings=settings, backends=backends, device=device,
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         export_dir=Path(args.export_dir) if args.export_dir else None, cache_dir=Path(args.cache),
         video_size=video_size, video_frames=args.video_frames or (30 if quick else 300 if gpu else 10),
@@ -146,14 +146,11 @@ def _config(args: argparse.Namespace, gpu: bool):
 def run(args: argparse.Namespace) -> int:
     if args.compare:
         return _compare(args.compare)
-    import torch
-
     from benchmarks import report, system
     from benchmarks.suite import run_suite
+    from training.trainer import resolve_device
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: PyTorch sees no CUDA GPU here")
-    config = _config(args, gpu=args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()))
+    config = _config(args, resolve_device(args.device))
     with tempfile.TemporaryDirectory(prefix="kanet-bench-") as workdir:
         doc = run_suite(config, Path(workdir))
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M")

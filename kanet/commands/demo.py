@@ -6,6 +6,8 @@ from pathlib import Path
 
 from kanet.cli import UserError
 
+from ._model import add_model_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from kanet.demo import DEFAULT_CHECKPOINT, SAMPLES
@@ -23,8 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-side", type=int, metavar="PX",
                         help="shrink photographs to this long side first (default 480 on a CPU, full size on a GPU)")
     parser.add_argument("--clip-frames", type=int, default=48, metavar="N", help="frames in the sample clip (default 48)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime"),
-                        help="dehazing back-end (default auto: the engine on a GPU, ONNX Runtime otherwise)")
+    add_model_arguments(parser, model=None)  # the demo exports its own model
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
 
     from kanet.demo import DemoOptions, run_demo
     from runtime.cuda import device_count
+    from runtime.devices import parse_device
 
+    device = parse_device(args.device)
     checkpoint, photos = Path(args.checkpoint), Path(args.photos)
     if not checkpoint.is_file():
         raise UserError(f"{checkpoint}: no such checkpoint (train one with `kanet train`, or pass --checkpoint)")
@@ -40,10 +43,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{photos}: no such folder of photographs")
     if args.clip_frames < 2:
         raise UserError("--clip-frames must be at least 2")
-    gpu = device_count() > 0
+    gpu = device != "cpu" and device_count() > 0
     opts = DemoOptions(out=Path(args.out), checkpoint=checkpoint, photos=photos,
                        max_side=args.max_side if args.max_side else (None if gpu else 480),
-                       clip_frames=args.clip_frames, backend=args.backend)
+                       clip_frames=args.clip_frames, backend=args.backend, device=device, half=args.half)
     with tqdm(desc="demo", unit="check") as bar:
         summary = run_demo(opts, bar)
     print(summary.read_text())

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from kanet.cli import UserError
 
+from ._model import MODEL_HELP, add_model_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("Methods scored on the same frames: the hazy input itself, the dark channel prior "
@@ -15,9 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hazy", required=True, metavar="DIR", help="folder of hazy images")
     parser.add_argument("--clear", metavar="DIR",
                         help="clear references, matched by name (0001_0.8_0.2.jpg -> 0001.png works)")
-    parser.add_argument("--model", metavar="PATH", help="KA-Net as ONNX or engine (.plan + manifest)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime"),
-                        help="runtime back-end for --model (default auto)")
+    add_model_arguments(parser, f"KA-Net to score: {MODEL_HELP}", required=False)
     parser.add_argument("--pred", action="append", default=[], metavar="NAME=DIR",
                         help="outputs of another method, matched by name (repeatable)")
     parser.add_argument("--no-dcp", action="store_true", help="leave out the dark channel prior baseline")
@@ -31,17 +31,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_methods(args: argparse.Namespace) -> dict:
     from benchmarks.dcp import dehaze_dcp
     from benchmarks.evaluate import folder_method
+    from runtime.devices import parse_device
+
+    device = parse_device(args.device)
 
     methods = {"hazy input": lambda frame, name: frame}
     if not args.no_dcp:
         methods["dark channel prior"] = lambda frame, name: dehaze_dcp(frame)
     if args.model:
-        if not Path(args.model).is_file():
-            raise UserError(f"{args.model}: no such model file")
         from runtime import Dehazer
 
         try:
-            dehazer = Dehazer.load(args.model, backend=args.backend)
+            dehazer = Dehazer.load(args.model, backend=args.backend, device=device, half=args.half)
         except (OSError, ValueError, RuntimeError) as exc:
             raise UserError(f"{args.model}: {exc}") from None
         methods["KA-Net"] = lambda frame, name: dehazer(frame)

@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "tensor: float32 NCHW RGB [-1, 1] in, [0, 1] out")
     parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="engine precision (default fp16)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
-    parser.add_argument("--no-engine", action="store_true", help="stop after the two ONNX files")
+    parser.add_argument("--no-engine", action="store_true",
+                        help="stop after the two ONNX files (the engine build flags are then not read)")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim simplification")
     add_build_arguments(parser)
 
@@ -27,10 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from export.pipeline import export_checkpoint
 
-    options = build_options(args)
+    # The engine-build flags are read only when an engine is built: --no-engine ignores them.
+    engine = {} if args.no_engine else {"options": build_options(args)}
     summary = export_checkpoint(args.checkpoint, args.out, io=args.io, precision=args.precision,
-                                opset=args.opset, options=options, cache_dir=args.cache,
-                                engine=not args.no_engine, simplify=not args.no_simplify)
+                                opset=args.opset, cache_dir=args.cache, engine=not args.no_engine,
+                                simplify=not args.no_simplify, **engine)
     print(f"FP32 ONNX  {summary['onnx_fp32']['path']}  (attention chains Q-scaled: "
           f"{summary['onnx_fp32']['attention']['q_scaled_chains']}/{summary['onnx_fp32']['attention']['softmax_chains']})")
     print(f"FP16 ONNX  {summary['onnx_fp16']['path']}  ({len(summary['fp32_nodes'])} nodes kept FP32: "

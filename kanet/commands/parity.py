@@ -6,16 +6,23 @@ from pathlib import Path
 
 from kanet.cli import UserError
 
+from ._model import MODEL_HELP, add_device_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "exits 1 when any threshold fails, 2 on bad input. Report: JSON at --report."
     parser.add_argument("checkpoint", help="the checkpoint the models were exported from (the FP32 reference)")
+    parser.add_argument("--model", action="append", default=[], metavar="M",
+                        help=f"the model `kanet run --model M` would run, resolved the same way (repeatable): "
+                             f"{MODEL_HELP}")
     parser.add_argument("--onnx", action="append", default=[], metavar="PATH",
                         help="model to check (repeatable); precision read from the name (fp16 if it says so)")
     parser.add_argument("--engine", action="append", default=[], metavar="PATH",
                         help="engine (.plan with its manifest) to check (repeatable); needs an NVIDIA GPU")
     parser.add_argument("--export-dir", metavar="DIR",
                         help="check DIR/kanet_fp32.onnx, DIR/kanet_fp16.onnx and, on a GPU machine, DIR/kanet_*.plan")
+    add_device_argument(parser, "the GPU that runs the engines (cpu: check the ONNX models only; they run on "
+                                "ONNX Runtime's CPU provider, the reference PyTorch on the CPU)")
     parser.add_argument("--photos", default="samples", metavar="DIR",
                         help="real photographs to include (default: the bundled samples/)")
     parser.add_argument("--report", default="parity.json", metavar="FILE", help="JSON report (default parity.json)")
@@ -32,21 +39,29 @@ def run(args: argparse.Namespace) -> int:
     from training import load_checkpoint
 
     from runtime.cuda import device_count
+    from runtime.dehazer import ENGINE_SUFFIXES, resolve_model
+    from runtime.devices import parse_device
     from runtime.manifest import read_manifest
 
+    device = parse_device(args.device)
+    gpus = 0 if device == "cpu" else device_count()
     paths = [Path(p) for p in args.onnx]
     engines = [Path(p) for p in args.engine]
+    for model in (resolve_model(Path(m), "auto", device) for m in args.model):
+        (engines if model.suffix in ENGINE_SUFFIXES else paths).append(model)
     if args.export_dir:
         paths += [Path(args.export_dir) / "kanet_fp32.onnx", Path(args.export_dir) / "kanet_fp16.onnx"]
         found = sorted(Path(args.export_dir).glob("kanet_*.plan"))
-        if found and not device_count():
-            print(f"kanet parity: {', '.join(map(str, found))} not checked: running an engine needs an NVIDIA GPU")
+        if found and not gpus:
+            print(f"kanet parity: {', '.join(map(str, found))} not checked: running an engine needs an NVIDIA GPU"
+                  f"{' (--device cpu)' if device == 'cpu' else ''}")
         elif found:
             engines += found
-    if engines and not device_count():
-        raise UserError(f"{engines[0]}: running an engine needs an NVIDIA GPU; none is present")
+    if engines and not gpus:
+        raise UserError(f"{engines[0]}: running an engine needs an NVIDIA GPU; "
+                        f"{'--device cpu' if device == 'cpu' else 'none is present'}")
     if not paths and not engines:
-        raise UserError("nothing to check: give --onnx PATH, --engine PATH or --export-dir DIR")
+        raise UserError("nothing to check: give --model M, --onnx PATH, --engine PATH or --export-dir DIR")
     candidates = {p.stem: (p, "fp16" if "fp16" in p.stem else "fp32") for p in paths}
     for engine in engines:
         try:
@@ -60,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_checkpoint(args.checkpoint)
     cases = frame_cases(photos=photos)
     with tqdm(total=len(cases) * len(candidates), desc="parity", unit="check") as bar:
-        report = run_parity(model, candidates, cases, limits, progress=bar)
+        report = run_parity(model, candidates, cases, limits, progress=bar, device=device)
     write_report(report, args.report)
     print(f"{'case':24s} {'model':16s} {'max|d|':>9s} {'mean|d|':>9s} {'PSNR':>7s} {'<=1':>8s} {'<=2':>8s}  result")
     for r in report["results"]:

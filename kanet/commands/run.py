@@ -9,15 +9,15 @@ from pathlib import Path
 
 from kanet.cli import UserError
 
+from ._model import add_model_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("Every frame read is accounted for: written, or counted undecodable. Exit status 0 when every "
                      "source was processed, 1 when one failed or a stream was dropped after its retries, 2 on bad "
                      "input, 130 after Ctrl-C, which stops reading and finishes the frames in flight (as does q in the "
                      "window), so outputs are complete and the summary is written.")
-    parser.add_argument("--model", required=True, metavar="M",
-                        help="engine (.plan with its .json manifest: TensorRT on a GPU), ONNX model (ONNX Runtime), "
-                             "or a `kanet export` folder (its engine where a GPU can run it, else its FP32 ONNX)")
+    add_model_arguments(parser)
     parser.add_argument("--source", required=True, action="append", metavar="S",
                         help="image file, folder or quoted glob of images/videos, video file, camera index (0), "
                              "rtsp:// or http(s):// URL, or a .txt list of sources (one per line); repeatable, "
@@ -26,15 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder (PNG per frame; a subfolder per source when several), video file "
                              ".mp4/.mkv/.mov/.avi/.webm/.ts (audio copied from a source video; NAME-LABEL.ext per "
                              "source when several), an image file for one input image, or - for raw bgr24 frames "
-                             "on stdout); default: a new folder runs/dehaze/exp, exp2, ...")
+                             "on stdout; other extensions are an error; default: a new folder runs/dehaze/exp, "
+                             "exp2, ...")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output files that exist already (a source is never replaced)")
     parser.add_argument("--summary", metavar="FILE.json",
                         help="write the run's summary: frames in/out, undecodable, fps, latency percentiles, "
                              "per-source counts, retried/dropped streams")
-    parser.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime"), default="auto",
-                        help="auto: from the model file (default)")
-    parser.add_argument("--device", type=int, default=0, help="GPU index (default 0)")
     parser.add_argument("--batch", type=int, default=1,
                         help="frames per inference call, gathered across sources of the same frame size (default 1)")
     parser.add_argument("--tile", default="auto", metavar="auto|off|N|HxW",
@@ -43,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "are an error")
     parser.add_argument("--tile-overlap", type=int, default=32, metavar="PX",
                         help="minimum overlap of adjacent tiles, blended linearly (default 32)")
+    parser.add_argument("--max-side", type=int, metavar="PX",
+                        help="dehaze frames whose long side exceeds PX at that size, and enlarge the result back "
+                             "to the frame's size: a quality/speed trade (faster and lighter, with less fine "
+                             "detail; default: full size)")
     parser.add_argument("--side-by-side", action="store_true", help="write input and dehazed frame next to each other")
     parser.add_argument("--show", action="store_true", help="show a live window (needs a display); q or Esc stops")
     parser.add_argument("--fps", type=float, help="frame rate of a video output when the source has none "
@@ -94,11 +96,13 @@ def _print_summary(summary: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from runtime import DehazeError, Dehazer
+    from runtime.devices import parse_device
     from runtime.pipeline import Pipeline
     from runtime.sinks import Window, check_outputs, sinks_for
     from runtime.sources import open_sources
 
     logging.basicConfig(format="kanet run: %(message)s")
+    device = parse_device(args.device)
     if not args.output and not args.show:
         args.output = str(next_run_folder())
         print(f"kanet run: writing to {args.output}", file=sys.stderr)
@@ -110,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         sinks = sinks_for(args.output, sources, args.fps) if args.output else [None] * len(sources)
         check_outputs([s for s in sinks if s is not None], sources, args.overwrite)
         window = Window() if args.show else None
-        with Dehazer.load(args.model, args.backend, args.device, tile, args.tile_overlap) as dehazer:
+        with Dehazer.load(args.model, args.backend, device, tile, args.tile_overlap, args.half,
+                          args.max_side) as dehazer:
             summary = Pipeline(dehazer, sources, sinks, batch=args.batch, side_by_side=args.side_by_side,
                                window=window, max_frames=args.max_frames).run()
     except DehazeError as exc:

@@ -7,6 +7,8 @@ import sys
 
 from kanet.cli import UserError
 
+from ._model import add_device_argument
+
 # flag dest -> (config key path, value to store; None means the flag's own value)
 _FLAG_KEYS: dict[str, tuple[tuple[str, ...], object]] = {
     "clear_dir": (("data", "clear_dir"), None),
@@ -57,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                             "EMA, optimizer, schedule, RNG and data position)")
     run_group.add_argument("--val-every", type=int, metavar="K", help="validate (and save) every K steps (default: each epoch, at least 500 steps)")
     run_group.add_argument("--seed", type=int, metavar="N", help="seed for weights, data, haze (default 0)")
-    run_group.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda or cuda:N")
+    add_device_argument(run_group, "where training runs (wins over --config and a resumed run's)", default=None)
     run_group.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
     run_group.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     model = parser.add_argument_group("optimisation and losses")

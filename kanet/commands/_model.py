@@ -1,0 +1,31 @@
+"""Flags shared by every command that runs a model: one spelling, one help text, one parser each.
+
+Models are resolved by runtime.Dehazer.load (runtime.dehazer.resolve_model), devices by
+runtime.devices.parse_device, so every command takes the same values the same way.
+"""
+from __future__ import annotations
+
+from runtime.dehazer import BACKENDS
+from runtime.devices import DEVICE_HELP
+
+MODEL_HELP = ("engine (.plan with its .json manifest: TensorRT on a GPU), ONNX model (ONNX Runtime), or a "
+              "`kanet export` folder (its engine where a GPU can run it, else its FP32 ONNX)")
+
+
+def add_device_argument(parser, what: str = "where the model runs", default: str | None = "auto") -> None:
+    """--device, parsed by runtime.devices.parse_device in the command (a bad value is a one-line error).
+    default None: the flag only overrides a configuration that sets the device."""
+    parser.add_argument("--device", default=default, metavar="auto|cpu|N|cuda:N", help=f"{what}: {DEVICE_HELP}")
+
+
+def add_model_arguments(parser, model: str | None = MODEL_HELP, required: bool = True) -> None:
+    """--model (unless `model` is None: the command makes its own), --backend, --device and --half, as
+    Dehazer.load takes them."""
+    if model:
+        parser.add_argument("--model", required=required, metavar="M", help=model)
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto: from the model file (default); tensorrt: an engine; onnxruntime: an ONNX model")
+    add_device_argument(parser)
+    parser.add_argument("--half", action="store_true",
+                        help="FP16: an export folder's kanet_fp16.plan (where a GPU runs it) or kanet_fp16.onnx; "
+                             "an FP32 model given directly is an error")
