@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -156,3 +157,19 @@ def test_eval_command_scores_a_model_through_the_runtime(frame_onnx, tmp_path):
     hazy = cv2.imread(str(out / "hazy input" / saved[0].name))
     expected = Dehazer.load(frame_onnx)(hazy)
     assert np.array_equal(cv2.imread(str(saved[0])), expected)
+
+
+def test_eval_reads_and_saves_file_names_that_are_not_utf8(tmp_path, rocket):
+    """Names OpenCV's path API segfaults on (not valid UTF-8) are read, paired and saved like any other."""
+    hazy_dir, clear_dir, out = tmp_path / "hazy", tmp_path / "clear", tmp_path / "report"
+    hazy_dir.mkdir(), clear_dir.mkdir()
+    odd = os.fsdecode(b"\xff\xfe.png")
+    small = cv2.resize(rocket, (64, 48))
+    (clear_dir / odd).write_bytes(cv2.imencode(".png", small)[1].tobytes())
+    (hazy_dir / odd).write_bytes(cv2.imencode(".png", _hazy(small, 0.5))[1].tobytes())
+    result = _kanet("eval", "--hazy", str(hazy_dir), "--clear", str(clear_dir), "--no-dcp", "--save-images",
+                    "--out", str(out))
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    assert len(json.loads((out / "eval.json").read_text())["images"]) == 1
+    saved = cv2.imdecode(np.fromfile(out / "hazy input" / odd, np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(saved, _hazy(small, 0.5))

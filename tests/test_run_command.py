@@ -172,6 +172,23 @@ def test_image_folder_with_odd_inputs(frame_onnx, tmp_path, capsys, caplog):
     assert cv2.imread(str(out / "gray16.png")).shape == (40, 90, 3)
 
 
+def test_file_names_that_are_not_utf8(frame_onnx, tmp_path):
+    """Linux names are bytes: b'\\xff.png' must be read and its output written (OpenCV's path API segfaults)."""
+    images = tmp_path / "hazy"
+    images.mkdir()
+    odd = os.fsdecode(b"\xff\xfe haze.png")  # surrogate escapes: not valid UTF-8
+    photo = np.random.default_rng(1).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    (images / odd).write_bytes(cv2.imencode(".png", photo)[1].tobytes())
+    (images / "plain.png").write_bytes(cv2.imencode(".png", photo)[1].tobytes())
+    out = tmp_path / "clear"
+    result = subprocess.run([sys.executable, "-m", "kanet", "run", "--model", str(frame_onnx), "--source", str(images),
+                             "--output", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    assert sorted(os.listdir(os.fsencode(out))) == [b"plain.png", b"\xff\xfe haze.png"]
+    written = cv2.imdecode(np.fromfile(out / odd, np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(written, Dehazer.load(frame_onnx)(photo))
+
+
 def test_two_sources_one_dies_and_comes_back(frame_onnx, media, http_stream, tmp_path, capsys):
     """A list file names a local video and an HTTP stream whose first connection is cut half-way:
     the stream is reopened, frames already delivered are skipped, every frame of both comes out once."""
