@@ -89,11 +89,7 @@ class Dehazer:
                 raise DehazeError(f"{path} is a TensorRT engine; ONNX Runtime runs the .onnx models")
             from .engine_backend import EngineBackend
 
-            try:
-                manifest = read_manifest(path)
-            except FileNotFoundError as exc:
-                raise DehazeError(str(exc)) from None
-            impl = EngineBackend(path, manifest, device)
+            impl = EngineBackend(path, read_manifest(path), device)
         elif path.suffix == ".onnx":
             if backend == "tensorrt":
                 raise DehazeError(f"{path} is an ONNX model; the tensorrt backend runs engines: "

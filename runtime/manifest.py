@@ -8,7 +8,12 @@ import hashlib
 import json
 from pathlib import Path
 
+from .errors import DehazeError
+
 MANIFEST_SUFFIX = ".json"
+# What loading and checking an engine reads from its manifest, with the type each must have.
+REQUIRED = {("engine", "sha256"): str, ("tensorrt", "flavour"): str, ("tensorrt", "version"): str,
+            ("precision",): str, ("profiles",): list}
 
 
 def manifest_path(engine_path: str | Path) -> Path:
@@ -23,11 +28,30 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def _lookup(manifest, keys: tuple[str, ...]):
+    for key in keys:
+        if not isinstance(manifest, dict) or key not in manifest:
+            return None
+        manifest = manifest[key]
+    return manifest
+
+
 def read_manifest(engine_path: str | Path) -> dict:
+    """The engine's manifest, holding every REQUIRED key; else a DehazeError naming the file and the problem."""
     path = manifest_path(engine_path)
     if not path.is_file():
-        raise FileNotFoundError(f"{engine_path}: no manifest {path.name} beside the engine; rebuild it with `kanet build`")
-    return json.loads(path.read_text())
+        raise DehazeError(f"{engine_path}: no manifest {path.name} beside the engine; rebuild it with `kanet build`")
+    try:
+        manifest = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise DehazeError(f"{path}: cannot read the engine manifest ({exc.strerror or exc})") from None
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise DehazeError(f"{path}: not a valid engine manifest ({exc}); rebuild the engine with `kanet build`") from None
+    wrong = [".".join(keys) for keys, kind in REQUIRED.items() if not isinstance(_lookup(manifest, keys), kind)]
+    if wrong:
+        raise DehazeError(f"{path}: engine manifest lacks {', '.join(wrong)} (or has the wrong type); "
+                          "rebuild the engine with `kanet build`")
+    return manifest
 
 
 def incompatibility(manifest: dict, flavour: str, version: str, compute_capability: str | None) -> str | None:

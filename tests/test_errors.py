@@ -1,12 +1,15 @@
 """Bad input never crashes: one error base, one handler in `kanet`, bugs reported as one line plus a log file."""
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, SAMPLES
 from kanet import cli
 
 
@@ -69,3 +72,26 @@ def test_a_bug_is_one_line_and_a_log_file(tmp_path, monkeypatch, capsys):
 def test_argument_errors_keep_their_exit_code(argv):
     proc = kanet(*argv)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def engine_copy(exported: dict, folder: Path) -> Path:
+    """The exported engine and its manifest, copied so a test can damage them."""
+    plan = folder / "kanet_fp16.plan"
+    shutil.copyfile(exported["dir"] / "kanet_fp16.plan", plan)
+    shutil.copyfile(exported["dir"] / "kanet_fp16.json", plan.with_suffix(".json"))
+    return plan
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda m: '{"engine": ', "not a valid engine manifest (Expecting value"),
+    (lambda m: "[1, 2]", "lacks engine.sha256, tensorrt.flavour, tensorrt.version, precision, profiles"),
+    (lambda m: json.dumps({k: v for k, v in m.items() if k != "tensorrt"}), "lacks tensorrt.flavour, tensorrt.version"),
+    (lambda m: json.dumps({**m, "engine": "a string"}), "lacks engine.sha256 (or has the wrong type)"),
+])
+def test_a_damaged_engine_manifest_is_one_line(exported, tmp_path, damage, problem):
+    plan = engine_copy(exported, tmp_path)
+    manifest = plan.with_suffix(".json")
+    manifest.write_text(damage(json.loads(manifest.read_text())))
+    line = one_line_error(kanet("run", "--model", str(plan), "--source", str(SAMPLES / "bench.png"),
+                                "--output", str(tmp_path / "out.png")), "run")
+    assert f"{manifest}: " in line and problem in line, line
