@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import DehazeError
 from .images import as_batch, as_bgr8
-from .manifest import read_manifest
+from .manifest import read_manifest, verify_engine
 from .tiling import run_tiled
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
@@ -74,10 +74,11 @@ class Dehazer:
 
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", device: int = 0, tile=None,
-             tile_overlap: int = 32) -> Dehazer:
+             tile_overlap: int = 32, verify: bool = True) -> Dehazer:
         """path: an engine (.plan with its .json manifest), a frame-I/O .onnx, or a `kanet export` folder.
         tile: None = tile only frames larger than the model accepts (at its largest size);
-        an int or (height, width) = tile frames larger than that; 0 or False = never tile."""
+        an int or (height, width) = tile frames larger than that; 0 or False = never tile.
+        verify: check an engine's sha256 against its manifest before TensorRT deserialises it."""
         if backend not in BACKENDS:
             raise DehazeError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         path = Path(path)
@@ -89,7 +90,10 @@ class Dehazer:
                 raise DehazeError(f"{path} is a TensorRT engine; ONNX Runtime runs the .onnx models")
             from .engine_backend import EngineBackend
 
-            impl = EngineBackend(path, read_manifest(path), device)
+            manifest = read_manifest(path)
+            if verify:
+                verify_engine(path, manifest)
+            impl = EngineBackend(path, manifest, device)
         elif path.suffix == ".onnx":
             if backend == "tensorrt":
                 raise DehazeError(f"{path} is an ONNX model; the tensorrt backend runs engines: "

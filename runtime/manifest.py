@@ -54,6 +54,15 @@ def read_manifest(engine_path: str | Path) -> dict:
     return manifest
 
 
+def verify_engine(engine_path: str | Path, manifest: dict) -> None:
+    """The engine file is the one its manifest describes: not truncated, damaged or replaced since the build."""
+    actual, expected = sha256_file(engine_path), manifest["engine"]["sha256"]
+    if actual != expected:
+        raise DehazeError(f"{engine_path}: sha256 {actual[:16]}... differs from the {expected[:16]}... in its manifest "
+                          f"{manifest_path(engine_path).name}: the engine is damaged or was replaced; rebuild it with "
+                          "`kanet build` (`kanet run --no-verify-engine` skips this check)")
+
+
 def incompatibility(manifest: dict, flavour: str, version: str, compute_capability: str | None) -> str | None:
     """Why an engine cannot be loaded here, with how to rebuild; None when it can."""
     built = manifest["tensorrt"]

@@ -95,3 +95,15 @@ def test_a_damaged_engine_manifest_is_one_line(exported, tmp_path, damage, probl
     line = one_line_error(kanet("run", "--model", str(plan), "--source", str(SAMPLES / "bench.png"),
                                 "--output", str(tmp_path / "out.png")), "run")
     assert f"{manifest}: " in line and problem in line, line
+
+
+def test_an_engine_that_differs_from_its_manifest_is_refused_before_loading(exported, tmp_path):
+    plan = engine_copy(exported, tmp_path)
+    data = bytearray(plan.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: TensorRT might load it and compute garbage
+    plan.write_bytes(bytes(data))
+    args = ("run", "--model", str(plan), "--source", str(SAMPLES / "bench.png"), "--output", str(tmp_path / "out.png"))
+    line = one_line_error(kanet(*args), "run")
+    assert f"{plan}: sha256 " in line and "differs from" in line and "kanet_fp16.json" in line, line
+    skipped = kanet(*args, "--no-verify-engine")  # on to TensorRT: no GPU here, or a run on a GPU machine
+    assert "sha256" not in skipped.stderr and "Traceback" not in skipped.stderr, skipped.stderr

@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime"), default="auto",
                         help="auto: from the model file (default)")
     parser.add_argument("--device", type=int, default=0, help="GPU index (default 0)")
+    parser.add_argument("--no-verify-engine", action="store_true",
+                        help="load an engine without checking its sha256 against its manifest (saves reading "
+                             "the file once more at start)")
     parser.add_argument("--batch", type=int, default=1,
                         help="frames per inference call, gathered across sources of the same frame size (default 1)")
     parser.add_argument("--tile", default="auto", metavar="auto|off|N|HxW",
@@ -110,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         sinks = sinks_for(args.output, sources, args.fps) if args.output else [None] * len(sources)
         check_outputs([s for s in sinks if s is not None], sources, args.overwrite)
         window = Window() if args.show else None
-        with Dehazer.load(args.model, args.backend, args.device, tile, args.tile_overlap) as dehazer:
+        with Dehazer.load(args.model, args.backend, args.device, tile, args.tile_overlap,
+                          verify=not args.no_verify_engine) as dehazer:
             summary = Pipeline(dehazer, sources, sinks, batch=args.batch, side_by_side=args.side_by_side,
                                window=window, max_frames=args.max_frames).run()
     except DehazeError as exc:
