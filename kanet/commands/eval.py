@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hazy", required=True, metavar="DIR", help="folder of hazy images")
     parser.add_argument("--clear", metavar="DIR",
                         help="clear references, matched by name (0001_0.8_0.2.jpg -> 0001.png works)")
-    parser.add_argument("--model", metavar="PATH", help="KA-Net as ONNX or engine (.plan + manifest)")
+    parser.add_argument("--model", metavar="PATH",
+                        help="KA-Net as ONNX, engine (.plan + manifest) or a `kanet export` folder")
     parser.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime"),
                         help="runtime back-end for --model (default auto)")
     parser.add_argument("--pred", action="append", default=[], metavar="NAME=DIR",
@@ -36,14 +37,9 @@ def build_methods(args: argparse.Namespace) -> dict:
     if not args.no_dcp:
         methods["dark channel prior"] = lambda frame, name: dehaze_dcp(frame)
     if args.model:
-        if not Path(args.model).is_file():
-            raise UserError(f"{args.model}: no such model file")
         from runtime import Dehazer
 
-        try:
-            dehazer = Dehazer.load(args.model, backend=args.backend)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise UserError(f"{args.model}: {exc}") from None
+        dehazer = Dehazer.load(args.model, backend=args.backend)  # a DehazeError names the file: one line, exit 2
         methods["KA-Net"] = lambda frame, name: dehazer(frame)
     for spec in args.pred:
         name, sep, folder = spec.partition("=")
