@@ -56,7 +56,10 @@ def read_manifest(engine_path: str | Path) -> dict:
 
 def verify_engine(engine_path: str | Path, manifest: dict) -> None:
     """The engine file is the one its manifest describes: not truncated, damaged or replaced since the build."""
-    actual, expected = sha256_file(engine_path), manifest["engine"]["sha256"]
+    try:
+        actual, expected = sha256_file(engine_path), manifest["engine"]["sha256"]
+    except OSError as exc:
+        raise DehazeError(f"{engine_path}: cannot read the engine ({exc.strerror or exc})") from None
     if actual != expected:
         raise DehazeError(f"{engine_path}: sha256 {actual[:16]}... differs from the {expected[:16]}... in its manifest "
                           f"{manifest_path(engine_path).name}: the engine is damaged or was replaced; rebuild it with "
