@@ -17,6 +17,7 @@ import numpy as np
 
 from benchmarks.quality import FULL_REFERENCE, NO_REFERENCE, NearRegion, full_reference_scores, no_reference_scores
 from runtime.errors import KanetError
+from runtime.imagefile import read_image, write_image
 from runtime.sources import IMAGE_SUFFIXES
 
 Method = Callable[[np.ndarray, str], np.ndarray]  # (hazy frame, image name) -> output frame
@@ -82,10 +83,6 @@ def find_reference(name: str, index: dict[str, Path]) -> Path | None:
     return index.get(_scene(name))
 
 
-def read_image(path: Path) -> np.ndarray | None:
-    return cv2.imread(str(path), cv2.IMREAD_COLOR)
-
-
 def fit_long_side(frame: np.ndarray, max_side: int | None) -> np.ndarray:
     h, w = frame.shape[:2]
     if not max_side or max(h, w) <= max_side:
@@ -100,7 +97,7 @@ def folder_method(folder: Path) -> Method:
 
     def load(hazy: np.ndarray, name: str) -> np.ndarray:
         path = find_reference(name, index)
-        image = read_image(path) if path else None
+        image = read_image(path, cv2.IMREAD_COLOR) if path else None
         if image is None:
             raise EvalError(f"{folder}: no readable output for {name}")
         return cv2.resize(image, hazy.shape[1::-1], interpolation=cv2.INTER_AREA) \
@@ -121,12 +118,12 @@ def evaluate(hazy_dir: Path, methods: dict[str, Method], clear_dir: Path | None 
         raise EvalError(f"{clear_dir}: no such folder")
     references = scene_index(clear_dir) if clear_dir is not None else {}
     for path in files:
-        hazy, reference, reason = read_image(path), None, None
+        hazy, reference, reason = read_image(path, cv2.IMREAD_COLOR), None, None
         if hazy is None:
             reason = "not a readable image"
         elif clear_dir is not None:
             ref_path = find_reference(path.name, references)
-            reference = read_image(ref_path) if ref_path else None
+            reference = read_image(ref_path, cv2.IMREAD_COLOR) if ref_path else None
             if reference is None:
                 reason = f"no readable clear image in {clear_dir}"
         if reason:
@@ -150,7 +147,7 @@ def evaluate(hazy_dir: Path, methods: dict[str, Method], clear_dir: Path | None 
             report.images.append(row)
             if save_dir is not None:
                 (save_dir / method).mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(save_dir / method / (path.stem + ".png")), output)
+                write_image(save_dir / method / (path.stem + ".png"), output)
         if progress:
             progress()
     return report

@@ -11,6 +11,8 @@ import av
 import cv2
 import numpy as np
 
+from runtime.imagefile import read_image
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
 PHOTO = "cones.png"  # a real hazy photograph (samples/README.md); the clip pans across it
@@ -21,7 +23,7 @@ def write_clip(path: Path, height: int, width: int, frames: int, fps: int = 30,
     """An H.264 clip panning across a real hazy photograph, so the decoder sees real content."""
     if height % 2 or width % 2:
         raise ValueError(f"H.264 (yuv420p) needs an even frame size, got {height}x{width}")
-    photo = cv2.imread(str(source), cv2.IMREAD_COLOR)
+    photo = read_image(source, cv2.IMREAD_COLOR)
     if photo is None:
         raise FileNotFoundError(f"{source}: photograph missing or unreadable")
     pan = width // 4

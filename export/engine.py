@@ -20,7 +20,7 @@ from types import ModuleType
 
 from runtime.cuda import compute_capability, device_count
 from runtime.errors import DehazeError
-from runtime.manifest import manifest_path, sha256_file
+from runtime.manifest import manifest_path, read_manifest, sha256_file
 from runtime.trt import TensorRTMissing
 from runtime.trt import import_tensorrt as runtime_import_tensorrt
 from runtime.trt import rtx_unsupported
@@ -243,13 +243,13 @@ def cached_engine(cache_dir: str | Path, onnx_path: str | Path, options: BuildOp
     trt, flavour = import_tensorrt(prefer)
     key = options.key(sha256_file(onnx_path), flavour, trt.__version__, engine_targets(trt, flavour, options))
     for manifest_file in sorted(Path(cache_dir).glob("*.json")):
+        plan = manifest_file.with_suffix(".plan")
         try:
-            manifest = json.loads(manifest_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
+            manifest = read_manifest(plan)
+        except DehazeError:
+            continue  # a damaged cache entry: built again
         if manifest.get("cache_key") != key:
             continue
-        plan = manifest_file.with_suffix(".plan")
         if plan.is_file() and sha256_file(plan) == manifest["engine"]["sha256"]:
             return plan, key
     return None, key

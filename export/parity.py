@@ -19,6 +19,7 @@ from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
 from polygraphy.logger import G_LOGGER
 
 from runtime.dehazer import ENGINE_SUFFIXES
+from runtime.imagefile import read_image
 from runtime.manifest import read_manifest
 from training import KANet
 
@@ -45,7 +46,7 @@ def frame_cases(sizes=DEFAULT_SIZES, photos: Path | None = None, seed: int = 0) 
     if photos is not None:
         images = []
         for path in sorted(Path(photos).glob("*.png")):
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            image = read_image(path, cv2.IMREAD_COLOR)
             if image is None:
                 raise ExportError(f"{path}: not a readable image")
             scale = PHOTO_LONG_SIDE / max(image.shape[:2])

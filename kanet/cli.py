@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 import tempfile
 import time
@@ -32,6 +33,27 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 class UserError(KanetError):
     """An error caused by the user's input: printed as one message, no traceback."""
+
+
+def number(kind: type = int, at_least: float | None = None, above: float | None = None,
+           at_most: float | None = None):
+    """The argparse type of every numeric option: a finite `kind` within the bounds given. Anything else
+    (nan, inf, out of range) is refused while parsing: `kanet CMD: error: argument --NAME: expected ...`, exit 2."""
+    bounds = [f"{sign} {limit:g}" for sign, limit in ((">=", at_least), (">", above), ("<=", at_most))
+              if limit is not None]
+    wanted = " ".join(["an integer" if kind is int else "a finite number", " and ".join(bounds)]).strip()
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and (at_least is None or value >= at_least) and (above is None or value > above)
+                and (at_most is None or value <= at_most)):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ from benchmarks.dcp import dehaze_dcp
 from benchmarks.evaluate import evaluate, list_images, markdown_table
 from benchmarks.video import write_clip
 from runtime.cuda import device_count
+from runtime.imagefile import read_image, write_image
 from runtime.manifest import sha256_file
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -132,10 +133,10 @@ def photos_step(opts: DemoOptions, dehazer, log: DemoLog) -> tuple:
     (opts.out / "side_by_side").mkdir(parents=True, exist_ok=True)
     rows = []
     for name in names:
-        row = [cv2.imread(str(images_dir / m / f"{name}.png")) for m in METHODS]
-        cv2.imwrite(str(opts.out / "side_by_side" / f"{name}.png"), side_by_side(row[0], row[2]))
+        row = [read_image(images_dir / m / f"{name}.png", cv2.IMREAD_COLOR) for m in METHODS]
+        write_image(opts.out / "side_by_side" / f"{name}.png", side_by_side(row[0], row[2]))
         rows.append(row)
-    cv2.imwrite(str(opts.out / "contact_sheet.png"), contact_sheet(rows, list(METHODS)))
+    write_image(opts.out / "contact_sheet.png", contact_sheet(rows, list(METHODS)))
     return report, names
 
 

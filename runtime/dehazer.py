@@ -15,7 +15,7 @@ import numpy as np
 from .devices import gpu_index, parse_device
 from .errors import DehazeError
 from .images import as_batch, as_bgr8
-from .manifest import read_manifest
+from .manifest import read_manifest, verify_engine
 from .tiling import run_tiled
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
@@ -82,13 +82,14 @@ class Dehazer:
 
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", device: str | int = "auto", tile=None,
-             tile_overlap: int = 32, half: bool = False, max_side: int | None = None) -> Dehazer:
+             tile_overlap: int = 32, half: bool = False, max_side: int | None = None, verify: bool = True) -> Dehazer:
         """path: an engine (.plan with its .json manifest), a frame-I/O .onnx, or a `kanet export` folder.
         device: auto, cpu, a GPU index or cuda:N (see runtime.devices). half: an FP16 model or none.
         tile: None = tile only frames larger than the model accepts (at its largest size);
         an int or (height, width) = tile frames larger than that; 0 or False = never tile.
         max_side: shrink host frames whose long side is larger to that first, and enlarge the result back
-        to the frame's size (faster and lighter, less detail); None = full size."""
+        to the frame's size (faster and lighter, less detail); None = full size.
+        verify: check an engine's sha256 against its manifest before TensorRT deserialises it."""
         if backend not in BACKENDS:
             raise DehazeError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         device, path = parse_device(device), Path(path)
@@ -103,10 +104,9 @@ class Dehazer:
                                   "ONNX model (give the .onnx file or the export folder)")
             from .engine_backend import EngineBackend
 
-            try:
-                manifest = read_manifest(path)
-            except FileNotFoundError as exc:
-                raise DehazeError(str(exc)) from None
+            manifest = read_manifest(path)
+            if verify:
+                verify_engine(path, manifest)
             impl = EngineBackend(path, manifest, gpu_index(device))
         elif path.suffix == ".onnx":
             if backend == "tensorrt":

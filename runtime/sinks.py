@@ -14,6 +14,7 @@ import numpy as np
 
 from .audio import mux_audio
 from .errors import DehazeError
+from .imagefile import write_image
 from .sources import IMAGE_SUFFIXES, Source
 
 log = logging.getLogger("runtime")
@@ -46,8 +47,7 @@ class ImageFolder(Sink):
     def write(self, image: np.ndarray, time: float | None, name: str | None) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         target = self.folder / f"{name or f'{self.count:06d}'}.png"
-        if not cv2.imwrite(str(target), image):
-            raise DehazeError(f"{target}: could not be written")
+        write_image(target, image)
         self.count += 1
 
 
@@ -58,8 +58,7 @@ class ImageFile(Sink):
 
     def write(self, image: np.ndarray, time: float | None, name: str | None) -> None:
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(self.file), image):
-            raise DehazeError(f"{self.file}: could not be written (format from the extension)")
+        write_image(self.file, image)
 
 
 class VideoFile(Sink):

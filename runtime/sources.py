@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from .errors import DehazeError
+from .imagefile import read_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".jp2"}
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".y4m"}
@@ -97,7 +98,7 @@ class ImageFiles(Source):
             if stop.is_set():
                 self.stats.status = "stopped"
                 return
-            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            image = read_image(path)
             if image is None or image.size == 0:
                 self.stats.undecodable += 1
                 self.stats.note(f"{path}: not a readable image")

@@ -115,7 +115,7 @@ def test_compare_prints_ratios(tiny_run, tmp_path):
     (["--resolution", "20x64"], "at least 33 x 33"),
     (["--resolution", "720p"], "expected HEIGHTxWIDTH"),
     (["--backends", "torch-eager,tensorflow"], "unknown tensorflow"),
-    (["--iterations", "0"], "--iterations must be at least 1"),
+    (["--iterations", "5", "--min-iterations", "6"], "--min-iterations 6 exceeds --iterations 5"),
     (["--video-size", "65x64"], "even height and width"),
 ])
 def test_bad_input_is_one_line_error(args, message):

@@ -1,8 +1,12 @@
 """Bad input never crashes: one error base, one handler in `kanet`, bugs reported as one line plus a log file."""
 from __future__ import annotations
 
+import argparse
+import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +89,71 @@ def test_every_command_that_runs_a_model_reads_device_the_same_way(argv, tmp_pat
     err = capsys.readouterr().err
     assert err == (f"kanet {argv[0]}: error: --device 'gpu1': expected auto, cpu, a GPU index N, cuda or "
                    "cuda:N\n"), err
+
+
+def engine_copy(exported: dict, folder: Path) -> Path:
+    """The exported engine and its manifest, copied so a test can damage them."""
+    plan = folder / "kanet_fp16.plan"
+    shutil.copyfile(exported["dir"] / "kanet_fp16.plan", plan)
+    shutil.copyfile(exported["dir"] / "kanet_fp16.json", plan.with_suffix(".json"))
+    return plan
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda m: '{"engine": ', "not a valid engine manifest (Expecting value"),
+    (lambda m: "[1, 2]", "lacks engine.sha256, tensorrt.flavour, tensorrt.version, precision, profiles"),
+    (lambda m: json.dumps({k: v for k, v in m.items() if k != "tensorrt"}), "lacks tensorrt.flavour, tensorrt.version"),
+    (lambda m: json.dumps({**m, "engine": "a string"}), "lacks engine.sha256 (or has the wrong type)"),
+])
+def test_a_damaged_engine_manifest_is_one_line(exported, tmp_path, damage, problem):
+    plan = engine_copy(exported, tmp_path)
+    manifest = plan.with_suffix(".json")
+    manifest.write_text(damage(json.loads(manifest.read_text())))
+    line = one_line_error(kanet("run", "--model", str(plan), "--source", str(SAMPLES / "bench.png"),
+                                "--output", str(tmp_path / "out.png")), "run")
+    assert f"{manifest}: " in line and problem in line, line
+
+
+def test_an_engine_that_differs_from_its_manifest_is_refused_before_loading(exported, tmp_path):
+    plan = engine_copy(exported, tmp_path)
+    data = bytearray(plan.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: TensorRT might load it and compute garbage
+    plan.write_bytes(bytes(data))
+    args = ("run", "--model", str(plan), "--source", str(SAMPLES / "bench.png"), "--output", str(tmp_path / "out.png"))
+    line = one_line_error(kanet(*args), "run")
+    assert f"{plan}: sha256 " in line and "differs from" in line and "kanet_fp16.json" in line, line
+    skipped = kanet(*args, "--no-verify-engine")  # on to TensorRT: no GPU here, or a run on a GPU machine
+    assert "sha256" not in skipped.stderr and "Traceback" not in skipped.stderr, skipped.stderr
+
+
+def test_every_numeric_option_uses_the_checked_type():
+    """Plain int/float accept nan, inf and negatives: every numeric option goes through cli.number."""
+    subparsers = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    plain = [f"{name} {action.option_strings[0]}" for name, parser in subparsers.choices.items()
+             for action in parser._actions if action.type in (int, float)]
+    assert not plain, plain
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--fps", "nan"], ["run", "--timeout", "inf"], ["run", "--batch", "0"], ["run", "--retries", "-1"],
+    ["run", "--retry-delay", "-0.5"], ["run", "--tile-overlap", "-8"], ["run", "--max-frames", "1.5"],
+    ["bench", "--budget", "0"], ["bench", "--iterations", "0"], ["bench", "--warmup", "-1"],
+    ["parity", "--fp16-within-2", "1.5"], ["parity", "--fp32-max-abs", "-inf"], ["parity", "--fp16-psnr", "NaN"],
+    ["export", "--workspace", "nan"], ["build", "--opt-level", "6"], ["export", "--opset", "0"],
+    ["train", "--lr", "-1e-4"], ["train", "--steps", "0"], ["train", "--crop-size", "32"],
+    ["synth", "--size", "8"], ["synth", "--count", "0"], ["demo", "--clip-frames", "1"], ["eval", "--max-side", "0"],
+])
+def test_a_bad_number_is_refused_while_parsing_naming_the_option(argv, capsys):
+    command, option, value = argv
+    with pytest.raises(SystemExit) as stop:
+        cli.main([command, f"{option}={value}"])  # with '=': argparse takes '-inf' after a space for an option
+    assert stop.value.code == 2
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith(f"kanet {command}: error: argument {option}: expected ") and repr(value) in line, line
+
+
+def test_good_numbers_still_parse():
+    args = cli.build_parser().parse_args(["run", "--model", "m", "--source", "s", "--fps", "29.97", "--retries", "0",
+                                          "--retry-delay", "0", "--batch", "4"])
+    assert (args.fps, args.retries, args.retry_delay, args.batch) == (29.97, 0, 0.0, 4)
+    assert cli.build_parser().parse_args(["parity", "ckpt", "--fp16-within-2", "1"]).fp16_within_2 == 1.0

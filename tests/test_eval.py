@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -157,3 +158,39 @@ def test_eval_command_scores_a_model_through_the_runtime(exported, frame_onnx, t
     hazy = cv2.imread(str(out / "hazy input" / saved[0].name))
     expected = Dehazer.load(frame_onnx)(hazy)
     assert np.array_equal(cv2.imread(str(saved[0])), expected)
+
+
+@pytest.mark.parametrize("given, message", [
+    ("photo.png", "photo.png: not a model; expected an engine (.plan), an .onnx file or an export folder"),
+    ("kanet.pt", "kanet.pt: not a model; expected an engine"),  # a checkpoint is exported first
+    ("garbage.onnx", "garbage.onnx: ONNX Runtime cannot load the model"),
+    ("empty", "empty: holds none of kanet_fp32.onnx, kanet_fp16.onnx"),  # a folder that is no export
+    ("kanet_fp16.plan", "kanet_fp16.json: engine manifest lacks engine.sha256"),
+])
+def test_eval_model_that_is_not_a_model_is_one_line(checkpoint, exported, tmp_path, given, message):
+    from test_errors import engine_copy, one_line_error
+
+    cv2.imwrite(str(tmp_path / "photo.png"), np.zeros((40, 40, 3), np.uint8))
+    (tmp_path / "kanet.pt").write_bytes(checkpoint.read_bytes())
+    (tmp_path / "garbage.onnx").write_bytes(np.random.default_rng(0).bytes(4096))
+    (tmp_path / "empty").mkdir()
+    engine_copy(exported, tmp_path).with_suffix(".json").write_text("{}")
+    line = one_line_error(_kanet("eval", "--hazy", str(SAMPLES), "--model", str(tmp_path / given), "--no-dcp",
+                                 "--out", str(tmp_path / "report")), "eval")
+    assert message in line, line
+
+
+def test_eval_reads_and_saves_file_names_that_are_not_utf8(tmp_path, rocket):
+    """Names OpenCV's path API segfaults on (not valid UTF-8) are read, paired and saved like any other."""
+    hazy_dir, clear_dir, out = tmp_path / "hazy", tmp_path / "clear", tmp_path / "report"
+    hazy_dir.mkdir(), clear_dir.mkdir()
+    odd = os.fsdecode(b"\xff\xfe.png")
+    small = cv2.resize(rocket, (64, 48))
+    (clear_dir / odd).write_bytes(cv2.imencode(".png", small)[1].tobytes())
+    (hazy_dir / odd).write_bytes(cv2.imencode(".png", _hazy(small, 0.5))[1].tobytes())
+    result = _kanet("eval", "--hazy", str(hazy_dir), "--clear", str(clear_dir), "--no-dcp", "--save-images",
+                    "--out", str(out))
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    assert len(json.loads((out / "eval.json").read_text())["images"]) == 1
+    saved = cv2.imdecode(np.fromfile(out / "hazy input" / odd, np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(saved, _hazy(small, 0.5))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -170,6 +171,47 @@ def test_image_folder_with_odd_inputs(frame_onnx, tmp_path, capsys, caplog):
     np.testing.assert_array_equal(side[:, :W], photo)
     np.testing.assert_array_equal(side[:, W:], Dehazer.load(frame_onnx)(photo))
     assert cv2.imread(str(out / "gray16.png")).shape == (40, 90, 3)
+
+
+def test_file_names_that_are_not_utf8(frame_onnx, tmp_path):
+    """Linux names are bytes: b'\\xff.png' must be read and its output written (OpenCV's path API segfaults)."""
+    images = tmp_path / "hazy"
+    images.mkdir()
+    odd = os.fsdecode(b"\xff\xfe haze.png")  # surrogate escapes: not valid UTF-8
+    photo = np.random.default_rng(1).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    (images / odd).write_bytes(cv2.imencode(".png", photo)[1].tobytes())
+    (images / "plain.png").write_bytes(cv2.imencode(".png", photo)[1].tobytes())
+    out = tmp_path / "clear"
+    result = subprocess.run([sys.executable, "-m", "kanet", "run", "--model", str(frame_onnx), "--source", str(images),
+                             "--output", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    assert sorted(os.listdir(os.fsencode(out))) == [b"plain.png", b"\xff\xfe haze.png"]
+    written = cv2.imdecode(np.fromfile(out / odd, np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(written, Dehazer.load(frame_onnx)(photo))
+
+
+def _file_size_limit(limit: int):
+    """For a child process: writes past `limit` bytes fail with EFBIG (as on a full disk) instead of killing it."""
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_failed_image_write_leaves_the_previous_file(frame_onnx, tmp_path):
+    """The write fails part-way (file size limit): the final name keeps its old file, no partial file is left."""
+    images, out = tmp_path / "hazy", tmp_path / "clear"
+    images.mkdir(), out.mkdir()
+    noise = np.random.default_rng(2).integers(0, 256, (H, W, 3), dtype=np.uint8)  # ~9 KiB as PNG, twice side by side
+    cv2.imwrite(str(images / "a.png"), noise)
+    (out / "a.png").write_bytes(b"the previous run's output")
+    result = subprocess.run([sys.executable, "-m", "kanet", "run", "--model", str(frame_onnx), "--source", str(images),
+                             "--output", str(out), "--overwrite", "--side-by-side"], capture_output=True, text=True,
+                            cwd=REPO, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+                            preexec_fn=_file_size_limit(8192))
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "a.png: could not be written (File too large)" in result.stderr.splitlines()[-1], result.stderr
+    assert os.listdir(out) == ["a.png"] and (out / "a.png").read_bytes() == b"the previous run's output"
 
 
 def test_two_sources_one_dies_and_comes_back(frame_onnx, media, http_stream, tmp_path, capsys):

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from runtime.errors import KanetError
+from runtime.imagefile import read_image, write_image
 
 from .models import PAD_MULTIPLE
 from .synthesis import HazeConfig, synthesize, to_uint8
@@ -45,7 +46,7 @@ def list_images(folder: str | Path, suffixes: set[str] = IMAGE_SUFFIXES) -> list
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """H x W x 3 float32 RGB in [0, 1] from an 8- or 16-bit image file (grey and alpha handled)."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    image = read_image(path)
     if image is None:
         raise DataError(f"{path}: not a readable image")
     scale = 65535.0 if image.dtype == np.uint16 else 255.0
@@ -61,7 +62,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
 def read_depth(path: str | Path) -> np.ndarray:
     """H x W float32 depth (larger is farther) from .npy or a single-channel image."""
     path = Path(path)
-    depth = np.load(path) if path.suffix.lower() == ".npy" else cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    depth = np.load(path) if path.suffix.lower() == ".npy" else read_image(path)
     if depth is None:
         raise DataError(f"{path}: not a readable depth map")
     return (depth if depth.ndim == 2 else depth[..., 0]).astype(np.float32)
@@ -70,8 +71,7 @@ def read_depth(path: str | Path) -> np.ndarray:
 def write_rgb(path: str | Path, image: np.ndarray) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(to_uint8(image), cv2.COLOR_RGB2BGR)):
-        raise DataError(f"{path}: could not write the image")
+    write_image(path, cv2.cvtColor(to_uint8(image), cv2.COLOR_RGB2BGR))
 
 
 def pair_key(stem: str) -> str:

@@ -6,7 +6,7 @@ import datetime
 import tempfile
 from pathlib import Path
 
-from kanet.cli import UserError
+from kanet.cli import UserError, number
 
 from ._model import add_device_argument
 
@@ -32,27 +32,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--resolution", action="append", default=[], metavar="HxW",
                       help=f"frame size, repeatable (default {', '.join(RESOLUTIONS)}; "
                            f"--quick: {', '.join(QUICK_RESOLUTIONS)})")
-    what.add_argument("--batch", action="append", type=int, default=[], metavar="N",
+    what.add_argument("--batch", action="append", type=number(int, 1), default=[], metavar="N",
                       help="batch size, repeatable (default 1 and 4 on a GPU, 1 on CPU); the best one is reported")
     add_device_argument(what, "where PyTorch and the exported models run")
     what.add_argument("--quick", action="store_true",
                       help="a small CPU-friendly run: 256x256 and one 720p point, few iterations, "
                            "video at 256x256, no profiling (a couple of minutes)")
     timing = parser.add_argument_group("timing")
-    timing.add_argument("--warmup", type=int, metavar="N",
+    timing.add_argument("--warmup", type=number(int, 0), metavar="N",
                         help="untimed calls per backend after its first call and its (warm) memory-measuring call "
                              "(default 3 on a GPU, 1 on CPU; quick 0)")
-    timing.add_argument("--iterations", type=int, metavar="N",
+    timing.add_argument("--iterations", type=number(int, 1), metavar="N",
                         help="timed rounds per shape at most (default 100 on a GPU, 30 on CPU; quick 10)")
-    timing.add_argument("--min-iterations", type=int, metavar="N",
+    timing.add_argument("--min-iterations", type=number(int, 1), metavar="N",
                         help="timed rounds per shape at least, whatever the budget (default 3; quick 2)")
-    timing.add_argument("--budget", type=float, metavar="SECONDS",
+    timing.add_argument("--budget", type=number(float, above=0), metavar="SECONDS",
                         help="time for the timed rounds of one shape, all backends together; fewer rounds "
                              "when they would take longer (default 60; quick 15)")
     extra = parser.add_argument_group("end-to-end video and profiling")
     extra.add_argument("--video-size", metavar="HxW",
                        help="clip size for the `kanet run` figure (default: the largest resolution; quick 256x256)")
-    extra.add_argument("--video-frames", type=int, metavar="N",
+    extra.add_argument("--video-frames", type=number(int, 1), metavar="N",
                        help="clip length in frames (default 300 on a GPU, 10 on CPU; quick 30)")
     extra.add_argument("--no-video", action="store_true", help="skip the end-to-end video figure")
     extra.add_argument("--profile", choices=("missed", "all", "off"),
@@ -78,11 +78,6 @@ def _size(text: str, what: str) -> tuple[int, int]:
     return height, width
 
 
-def _positive(value: int | float | None, what: str, minimum: int = 1) -> None:
-    if value is not None and value < minimum:
-        raise UserError(f"{what} must be at least {minimum}, got {value}")
-
-
 def _compare(paths: list[str]) -> int:
     from benchmarks.report import compare, load_results
 
@@ -99,14 +94,6 @@ def _config(args: argparse.Namespace, device):
     from benchmarks.suite import BenchConfig
 
     gpu = device.type == "cuda"
-    _positive(args.warmup, "--warmup", minimum=0)
-    for value, what in ((args.iterations, "--iterations"), (args.min_iterations, "--min-iterations"),
-                        (args.video_frames, "--video-frames")):
-        _positive(value, what)
-    if args.budget is not None and args.budget <= 0:
-        raise UserError(f"--budget must be positive, got {args.budget}")
-    for batch in args.batch:
-        _positive(batch, "--batch")
     backends = None
     if args.backends:
         backends = tuple(name.strip() for name in args.backends.split(",") if name.strip())

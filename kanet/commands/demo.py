@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kanet.cli import UserError
+from kanet.cli import UserError, number
 
 from ._model import add_model_arguments
 
@@ -22,9 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"checkpoint to demonstrate (default: the project's, {DEFAULT_CHECKPOINT.name})")
     parser.add_argument("--photos", default=str(SAMPLES), metavar="DIR",
                         help="hazy photographs to dehaze (default: the bundled samples)")
-    parser.add_argument("--max-side", type=int, metavar="PX",
+    parser.add_argument("--max-side", type=number(int, 1), metavar="PX",
                         help="shrink photographs to this long side first (default 480 on a CPU, full size on a GPU)")
-    parser.add_argument("--clip-frames", type=int, default=48, metavar="N", help="frames in the sample clip (default 48)")
+    parser.add_argument("--clip-frames", type=number(int, 2), default=48, metavar="N", help="frames in the sample clip (default 48)")
     add_model_arguments(parser, model=None)  # the demo exports its own model
 
 
@@ -41,8 +41,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{checkpoint}: no such checkpoint (train one with `kanet train`, or pass --checkpoint)")
     if not photos.is_dir():
         raise UserError(f"{photos}: no such folder of photographs")
-    if args.clip_frames < 2:
-        raise UserError("--clip-frames must be at least 2")
     gpu = device != "cpu" and device_count() > 0
     opts = DemoOptions(out=Path(args.out), checkpoint=checkpoint, photos=photos,
                        max_side=args.max_side if args.max_side else (None if gpu else 480),

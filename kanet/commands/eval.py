@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from kanet.cli import UserError
+from kanet.cli import UserError, number
 
 from ._model import MODEL_HELP, add_model_arguments
 
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pred", action="append", default=[], metavar="NAME=DIR",
                         help="outputs of another method, matched by name (repeatable)")
     parser.add_argument("--no-dcp", action="store_true", help="leave out the dark channel prior baseline")
-    parser.add_argument("--max-side", type=int, metavar="PX",
+    parser.add_argument("--max-side", type=number(int, 1), metavar="PX",
                         help="shrink images so the long side is at most PX before scoring (default: full size)")
     parser.add_argument("--out", default="eval", metavar="DIR", help="report folder (default ./eval)")
     parser.add_argument("--title", default="Dehazing quality", help="heading of the Markdown report")
@@ -41,10 +41,7 @@ def build_methods(args: argparse.Namespace) -> dict:
     if args.model:
         from runtime import Dehazer
 
-        try:
-            dehazer = Dehazer.load(args.model, backend=args.backend, device=device, half=args.half)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise UserError(f"{args.model}: {exc}") from None
+        dehazer = Dehazer.load(args.model, backend=args.backend, device=device, half=args.half)  # a DehazeError names the file
         methods["KA-Net"] = lambda frame, name: dehazer(frame)
     for spec in args.pred:
         name, sep, folder = spec.partition("=")

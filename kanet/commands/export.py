@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from kanet.cli import number
 
 from ._profile import add_build_arguments, build_options
 
@@ -18,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames: uint8 NxHxWx3 BGR in and out, all processing in the graph (default); "
                              "tensor: float32 NCHW RGB [-1, 1] in, [0, 1] out")
     parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="engine precision (default fp16)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
+    parser.add_argument("--opset", type=number(int, 1), default=17, help="ONNX opset, >= 17 (default 17)")
     parser.add_argument("--no-engine", action="store_true",
                         help="stop after the two ONNX files (the engine build flags are then not read)")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim simplification")

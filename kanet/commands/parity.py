@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kanet.cli import UserError
+from kanet.cli import UserError, number
 
 from ._model import MODEL_HELP, add_device_argument
 
@@ -26,9 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--photos", default="samples", metavar="DIR",
                         help="real photographs to include (default: the bundled samples/)")
     parser.add_argument("--report", default="parity.json", metavar="FILE", help="JSON report (default parity.json)")
-    parser.add_argument("--fp32-max-abs", type=float, default=1e-4, help="FP32 max |diff| on [0, 1] (default 1e-4)")
-    parser.add_argument("--fp16-psnr", type=float, default=45.0, help="FP16 minimum PSNR in dB (default 45)")
-    parser.add_argument("--fp16-within-2", type=float, default=0.99,
+    parser.add_argument("--fp32-max-abs", type=number(float, above=0), default=1e-4, help="FP32 max |diff| on [0, 1] (default 1e-4)")
+    parser.add_argument("--fp16-psnr", type=number(float, above=0), default=45.0, help="FP16 minimum PSNR in dB (default 45)")
+    parser.add_argument("--fp16-within-2", type=number(float, above=0, at_most=1), default=0.99,
                         help="FP16 minimum share of 8-bit values within 2 steps (default 0.99)")
 
 
@@ -64,10 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("nothing to check: give --model M, --onnx PATH, --engine PATH or --export-dir DIR")
     candidates = {p.stem: (p, "fp16" if "fp16" in p.stem else "fp32") for p in paths}
     for engine in engines:
-        try:
-            candidates[f"{engine.stem}_engine"] = (engine, read_manifest(engine)["precision"])
-        except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"{engine}: unreadable engine manifest: {exc}") from None
+        candidates[f"{engine.stem}_engine"] = (engine, read_manifest(engine)["precision"])
     photos = Path(args.photos) if args.photos else None
     if photos is not None and not photos.is_dir():
         raise UserError(f"{photos}: no such folder of photographs")

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from kanet.cli import UserError
+from kanet.cli import UserError, number
 
 from ._model import add_model_arguments
 
@@ -33,28 +33,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary", metavar="FILE.json",
                         help="write the run's summary: frames in/out, undecodable, fps, latency percentiles, "
                              "per-source counts, retried/dropped streams")
-    parser.add_argument("--batch", type=int, default=1,
+    parser.add_argument("--no-verify-engine", action="store_true",
+                        help="load an engine without checking its sha256 against its manifest (saves reading "
+                             "the file once more at start)")
+    parser.add_argument("--batch", type=number(int, 1), default=1,
                         help="frames per inference call, gathered across sources of the same frame size (default 1)")
     parser.add_argument("--tile", default="auto", metavar="auto|off|N|HxW",
                         help="frames larger than this are dehazed in overlapping tiles; auto: only frames larger "
                              "than the engine profile, in tiles of its maximum size (default); off: such frames "
                              "are an error")
-    parser.add_argument("--tile-overlap", type=int, default=32, metavar="PX",
+    parser.add_argument("--tile-overlap", type=number(int, 0), default=32, metavar="PX",
                         help="minimum overlap of adjacent tiles, blended linearly (default 32)")
-    parser.add_argument("--max-side", type=int, metavar="PX",
+    parser.add_argument("--max-side", type=number(int, 1), metavar="PX",
                         help="dehaze frames whose long side exceeds PX at that size, and enlarge the result back "
                              "to the frame's size: a quality/speed trade (faster and lighter, with less fine "
                              "detail; default: full size)")
     parser.add_argument("--side-by-side", action="store_true", help="write input and dehazed frame next to each other")
     parser.add_argument("--show", action="store_true", help="show a live window (needs a display); q or Esc stops")
-    parser.add_argument("--fps", type=float, help="frame rate of a video output when the source has none "
+    parser.add_argument("--fps", type=number(float, above=0), help="frame rate of a video output when the source has none "
                                                   "(image sequences; default 25)")
-    parser.add_argument("--max-frames", type=int, metavar="N", help="stop each source after N frames")
-    parser.add_argument("--retries", type=int, default=5,
+    parser.add_argument("--max-frames", type=number(int, 1), metavar="N", help="stop each source after N frames")
+    parser.add_argument("--retries", type=number(int, 0), default=5,
                         help="reconnects of a dropped or stalled stream/camera before it counts as dropped (default 5)")
-    parser.add_argument("--retry-delay", type=float, default=1.0, metavar="S",
+    parser.add_argument("--retry-delay", type=number(float, 0), default=1.0, metavar="S",
                         help="first reconnect delay in seconds, doubled per failure up to 30 (default 1)")
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
+    parser.add_argument("--timeout", type=number(float, above=0), default=10.0, metavar="S",
                         help="seconds without data before a stream counts as stalled (default 10)")
 
 
@@ -106,8 +109,6 @@ def run(args: argparse.Namespace) -> int:
     if not args.output and not args.show:
         args.output = str(next_run_folder())
         print(f"kanet run: writing to {args.output}", file=sys.stderr)
-    if args.batch < 1 or (args.max_frames is not None and args.max_frames < 1):
-        raise UserError("--batch and --max-frames must be at least 1")
     tile = parse_tile(args.tile)
     try:
         sources = open_sources(args.source, args.retries, args.retry_delay, args.timeout)
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         check_outputs([s for s in sinks if s is not None], sources, args.overwrite)
         window = Window() if args.show else None
         with Dehazer.load(args.model, args.backend, device, tile, args.tile_overlap, args.half,
-                          args.max_side) as dehazer:
+                          args.max_side, verify=not args.no_verify_engine) as dehazer:
             summary = Pipeline(dehazer, sources, sinks, batch=args.batch, side_by_side=args.side_by_side,
                                window=window, max_frames=args.max_frames).run()
     except DehazeError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kanet.cli import UserError
+from kanet.cli import UserError, number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,9 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "drawn for each pair) and OUT/contact_sheet.png. OUT is a valid `kanet train --paired-dir`.")
     parser.add_argument("--clear-dir", required=True, metavar="DIR", help="folder of clear images (png, jpg, ...)")
     parser.add_argument("--out", required=True, metavar="OUT", help="output folder")
-    parser.add_argument("--count", type=int, metavar="N", help="pairs to write (default: one per clear image)")
-    parser.add_argument("--size", type=int, default=256, metavar="S", help="side of the square crops (default 256)")
-    parser.add_argument("--seed", type=int, default=0, metavar="K", help="random seed: same seed, same set (default 0)")
+    parser.add_argument("--count", type=number(int, 1), metavar="N", help="pairs to write (default: one per clear image)")
+    parser.add_argument("--size", type=number(int, 16), default=256, metavar="S", help="side of the square crops (default 256)")
+    parser.add_argument("--seed", type=number(int, 0), default=0, metavar="K", help="random seed: same seed, same set (default 0)")
     parser.add_argument("--config", metavar="FILE",
                         help="YAML or TOML haze settings: a `haze:` section (as in a training config) or its keys "
                              "at the top level; see `kanet train --print-config` for every key and default")
@@ -38,8 +38,6 @@ def run(args: argparse.Namespace) -> int:
         haze = HazeConfig.from_dict(values.get("haze", values))
         sources = clear_sources(args.clear_dir, args.depth_dir)
         count = len(sources) if args.count is None else args.count
-        if count < 1 or args.size < 16:
-            raise UserError(f"--count must be at least 1 and --size at least 16 (got {count} and {args.size})")
         records = write_synthetic_set(sources, args.out, count, args.size, args.seed, haze)
     except ValueError as exc:  # HazeConfig and the haze maths reject bad values with plain ValueErrors
         raise UserError(str(exc)) from None

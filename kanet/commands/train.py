@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from kanet.cli import UserError
+from kanet.cli import UserError, number
 
 from ._model import add_device_argument
 
@@ -43,27 +43,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="DIR/hazy and DIR/clear (or GT) matched by name (0001_0.8_0.2.jpg -> 0001.png, "
                            "01_hazy -> 01_GT); `kanet synth` writes such a folder")
     data.add_argument("--depth-dir", metavar="DIR", help="depth maps for --clear-dir images (same stem; larger = farther)")
-    data.add_argument("--batch-size", type=int, metavar="B", help="samples per step (default 4)")
-    data.add_argument("--crop-size", type=int, metavar="S", help="square training crops, multiple of 16, >= 48 (default 128)")
-    data.add_argument("--workers", type=int, metavar="N", help="data loader processes (default 0: in the main process)")
+    data.add_argument("--batch-size", type=number(int, 1), metavar="B", help="samples per step (default 4)")
+    data.add_argument("--crop-size", type=number(int, 48), metavar="S", help="square training crops, multiple of 16, >= 48 (default 128)")
+    data.add_argument("--workers", type=number(int, 0), metavar="N", help="data loader processes (default 0: in the main process)")
     run_group = parser.add_argument_group("run")
     run_group.add_argument("--config", metavar="FILE", help="YAML (.yaml/.yml) or TOML (.toml) configuration")
     run_group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                            help="override one configuration key, e.g. --set optim.warmup_steps=100 (repeatable)")
     run_group.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
-    run_group.add_argument("--steps", type=int, metavar="N", help="optimizer steps in all (default 1000)")
+    run_group.add_argument("--steps", type=number(int, 1), metavar="N", help="optimizer steps in all (default 1000)")
     run_group.add_argument("--out", metavar="DIR", help="output folder (default runs/kanet; on --resume, the resumed run's)")
     run_group.add_argument("--init", metavar="CKPT", help="start from these weights: an official KA-Net checkpoint, "
                                                           "one of ours, or a bare state_dict (fine-tuning)")
     run_group.add_argument("--resume", metavar="CKPT", help="continue a run from its OUT/last.pt (config, weights, "
                                                             "EMA, optimizer, schedule, RNG and data position)")
-    run_group.add_argument("--val-every", type=int, metavar="K", help="validate (and save) every K steps (default: each epoch, at least 500 steps)")
-    run_group.add_argument("--seed", type=int, metavar="N", help="seed for weights, data, haze (default 0)")
+    run_group.add_argument("--val-every", type=number(int, 0), metavar="K", help="validate (and save) every K steps (default: each epoch, at least 500 steps)")
+    run_group.add_argument("--seed", type=number(int, 0), metavar="N", help="seed for weights, data, haze (default 0)")
     add_device_argument(run_group, "where training runs (wins over --config and a resumed run's)", default=None)
-    run_group.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    run_group.add_argument("--threads", type=number(int, 0), metavar="N", help="torch CPU threads (default: torch's choice)")
     run_group.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     model = parser.add_argument_group("optimisation and losses")
-    model.add_argument("--lr", type=float, help="peak learning rate (default 2e-4; warm-up then cosine)")
+    model.add_argument("--lr", type=number(float, above=0), help="peak learning rate (default 2e-4; warm-up then cosine)")
     model.add_argument("--no-ema", action="store_true", help="deploy the raw weights instead of their EMA")
     model.add_argument("--no-reweight", action="store_true", help="no stable-learning sample reweighting")
     model.add_argument("--no-contrastive", action="store_true", help="no Gaussian perceptual contrastive loss (faster)")
