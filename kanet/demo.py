@@ -24,7 +24,7 @@ from runtime.imagefile import read_image, write_image
 from runtime.manifest import sha256_file
 
 PROJECT = Path(__file__).resolve().parents[1]
-DEFAULT_CHECKPOINT = PROJECT / "weights" / "kanet_synthetic.pt"
+DEFAULT_CHECKPOINT = PROJECT / "weights" / "kanet_outdoor.pt"
 SAMPLES = PROJECT / "samples"
 METHODS = ("hazy input", "dark channel prior", "KA-Net")
 
