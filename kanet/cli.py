@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 import tempfile
 import time
@@ -34,11 +35,20 @@ class UserError(KanetError):
     """An error caused by the user's input: printed as one message, no traceback."""
 
 
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml), read without importing torch."""
+    try:
+        return importlib.metadata.version("kanet")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never `pip install`ed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kanet",
         description="KA-Net dehazing: PyTorch checkpoint -> ONNX -> FP16 TensorRT engine -> video.",
     )
+    parser.add_argument("--version", action="version", version=f"kanet {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)

@@ -1,0 +1,23 @@
+"""`kanet` itself: version, mistyped commands, argument errors that point at the right usage."""
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def kanet(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kanet", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_version_is_the_package_metadata_and_needs_no_torch():
+    proc = kanet("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"kanet {importlib.metadata.version('kanet')}"
+    probe = ("import sys\nfrom kanet.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit as e:\n"
+             "    print(e.code, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.stdout.splitlines()[-1] == "0 False", proc.stdout + proc.stderr
