@@ -6,6 +6,7 @@ Each subcommand lives in its own module and is imported only when run, so
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import importlib.metadata
 import sys
@@ -57,9 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """parse_args, with a suggestion for a mistyped subcommand (argparse only lists the choices)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)  # top-level options take no values
+    if command is not None and command not in SUBCOMMANDS:
+        close = difflib.get_close_matches(command, SUBCOMMANDS, n=1)
+        parser.error(f"unknown command {command!r}; " +
+                     (f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(SUBCOMMANDS)}"))
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     if not getattr(args, "_module", None):
         parser.print_help()
         return 0

@@ -21,3 +21,12 @@ def test_version_is_the_package_metadata_and_needs_no_torch():
              "    print(e.code, 'torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.stdout.splitlines()[-1] == "0 False", proc.stdout + proc.stderr
+
+
+def test_a_mistyped_command_gets_a_suggestion():
+    proc = kanet("rn", "--model", "m.onnx")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == ["usage: kanet [-h] [--version] COMMAND ...",
+                                        "kanet: error: unknown command 'rn'; did you mean 'run'?"]
+    far = kanet("zzzz").stderr.splitlines()[-1]
+    assert far.startswith("kanet: error: unknown command 'zzzz'; choose from info, export,"), far
