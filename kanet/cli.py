@@ -53,20 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        sub_parser.set_defaults(_module=module)
+        sub_parser.set_defaults(_module=module, _parser=sub_parser)
         importlib.import_module(module).add_arguments(sub_parser)
     return parser
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """parse_args, with a suggestion for a mistyped subcommand (argparse only lists the choices)."""
+    """parse_args, with a suggestion for a mistyped subcommand (argparse only lists the choices) and
+    unrecognized arguments reported by the subcommand's parser (argparse leaves them to the top-level
+    one, whose usage says nothing about the subcommand's options)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)  # top-level options take no values
     if command is not None and command not in SUBCOMMANDS:
         close = difflib.get_close_matches(command, SUBCOMMANDS, n=1)
         parser.error(f"unknown command {command!r}; " +
                      (f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(SUBCOMMANDS)}"))
-    return parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

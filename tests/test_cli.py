@@ -30,3 +30,12 @@ def test_a_mistyped_command_gets_a_suggestion():
                                         "kanet: error: unknown command 'rn'; did you mean 'run'?"]
     far = kanet("zzzz").stderr.splitlines()[-1]
     assert far.startswith("kanet: error: unknown command 'zzzz'; choose from info, export,"), far
+
+
+def test_a_subcommand_argument_error_shows_that_subcommands_usage():
+    proc = kanet("export", "model.pt", "--out", "x", "--bogus")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("usage: kanet export [-h] "), proc.stderr
+    assert proc.stderr.splitlines()[-1] == "kanet export: error: unrecognized arguments: --bogus"
+    missing = kanet("run", "--source", "x.png")  # argparse's own subcommand errors keep doing the same
+    assert missing.stderr.startswith("usage: kanet run ") and "kanet run: error:" in missing.stderr
