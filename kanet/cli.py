@@ -11,6 +11,7 @@ import importlib
 import importlib.metadata
 import sys
 import tempfile
+import os
 import time
 import traceback
 from pathlib import Path
@@ -70,8 +71,24 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
                      (f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(SUBCOMMANDS)}"))
     args, extra = parser.parse_known_args(argv)
     if extra:
-        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+        getattr(args, "_parser", parser).error(unrecognized(extra))
     return args
+
+
+def unrecognized(extra: list[str]) -> str:
+    """The message for leftover arguments; existing files among them mostly mean the shell expanded an
+    unquoted glob (`--source *.jpg`), so say so and show the quoted pattern."""
+    shown = " ".join(extra[:5]) + (f" ... ({len(extra)} in all)" if len(extra) > 5 else "")
+    # a file right after an unknown option is that option's value (`--modle m.onnx`), not a glob's
+    files = [a for i, a in enumerate(extra)
+             if not a.startswith("-") and os.path.exists(a) and not (i and extra[i - 1].startswith("-"))]
+    if not files:
+        return f"unrecognized arguments: {shown}"
+    parents, suffixes = {str(Path(f).parent) for f in files}, {Path(f).suffix for f in files}
+    pattern = (str(Path(parents.pop()) / f"*{suffixes.pop()}") if len(parents) == len(suffixes) == 1
+               else "photos/*.jpg")
+    return (f"unrecognized arguments: {shown}; {len(files)} of them are existing files: did the shell expand an "
+            f"unquoted wildcard? Quote the pattern, e.g. '{pattern}'")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,3 +39,17 @@ def test_a_subcommand_argument_error_shows_that_subcommands_usage():
     assert proc.stderr.splitlines()[-1] == "kanet export: error: unrecognized arguments: --bogus"
     missing = kanet("run", "--source", "x.png")  # argparse's own subcommand errors keep doing the same
     assert missing.stderr.startswith("usage: kanet run ") and "kanet run: error:" in missing.stderr
+
+
+def test_an_unquoted_glob_gets_a_hint_to_quote_it(tmp_path):
+    files = [tmp_path / f"{name}.png" for name in ("a", "b", "c")]
+    for f in files:
+        f.write_bytes(b"")
+    proc = kanet("run", "--model", "m.onnx", "--source", *map(str, files))  # what `--source DIR/*.png` becomes
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.splitlines()[-1]
+    assert line.startswith(f"kanet run: error: unrecognized arguments: {files[1]} {files[2]}; 2 of them are "
+                           "existing files: did the shell expand an unquoted wildcard?"), line
+    assert line.endswith(f"Quote the pattern, e.g. '{tmp_path / '*.png'}'"), line
+    typo = kanet("run", "--model", "m.onnx", "--source", "x.png", "--modle", str(files[0]))  # a value, no glob
+    assert typo.stderr.splitlines()[-1] == f"kanet run: error: unrecognized arguments: --modle {files[0]}"
