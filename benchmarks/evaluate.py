@@ -45,6 +45,16 @@ class EvalReport:
         return {"means": self.means(), "images": self.images, "skipped": self.skipped,
                 "seconds_per_image": {m: s / max(1, self.count(m)) for m, s in self.seconds.items()}}
 
+    def why_none_scored(self) -> str:
+        """Why no image was scored: the skip reasons, each with the images it hit."""
+        by_reason: dict[str, list[str]] = {}
+        for s in self.skipped:
+            by_reason.setdefault(s["reason"], []).append(s["name"])
+        if not by_reason:
+            return "no hazy image was selected"
+        return "; ".join(f"{reason}: {', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}"
+                         for reason, names in by_reason.items())
+
     def count(self, method: str) -> int:
         return sum(r["method"] == method for r in self.images)
 
@@ -156,7 +166,7 @@ def evaluate(hazy_dir: Path, methods: dict[str, Method], clear_dir: Path | None 
 def markdown_table(report: EvalReport, title: str) -> str:
     means = report.means()
     if not means:
-        return f"## {title}\n\nNo image could be scored.\n"
+        return f"## {title}\n\nNo image could be scored: {report.why_none_scored()}.\n"
     keys = [k for k in (*FULL_REFERENCE, *NO_REFERENCE) if k in next(iter(means.values()))]
     arrows = {"psnr_db": "PSNR dB ↑", "ssim": "SSIM ↑", "ciede2000": "CIEDE2000 ↓",
               "haze_density": "haze density ↓", "local_contrast": "local contrast ↑",

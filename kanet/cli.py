@@ -6,8 +6,11 @@ Each subcommand lives in its own module and is imported only when run, so
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import importlib.metadata
 import math
+import os
 import sys
 import tempfile
 import time
@@ -56,22 +59,63 @@ def number(kind: type = int, at_least: float | None = None, above: float | None 
     return parse
 
 
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml), read without importing torch."""
+    try:
+        return importlib.metadata.version("kanet")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never `pip install`ed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kanet",
         description="KA-Net dehazing: PyTorch checkpoint -> ONNX -> FP16 TensorRT engine -> video.",
     )
+    parser.add_argument("--version", action="version", version=f"kanet {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        sub_parser.set_defaults(_module=module)
+        sub_parser.set_defaults(_module=module, _parser=sub_parser)
         importlib.import_module(module).add_arguments(sub_parser)
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """parse_args, with a suggestion for a mistyped subcommand (argparse only lists the choices) and
+    unrecognized arguments reported by the subcommand's parser (argparse leaves them to the top-level
+    one, whose usage says nothing about the subcommand's options)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)  # top-level options take no values
+    if command is not None and command not in SUBCOMMANDS:
+        close = difflib.get_close_matches(command, SUBCOMMANDS, n=1)
+        parser.error(f"unknown command {command!r}; " +
+                     (f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(SUBCOMMANDS)}"))
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        getattr(args, "_parser", parser).error(unrecognized(extra))
+    return args
+
+
+def unrecognized(extra: list[str]) -> str:
+    """The message for leftover arguments; existing files among them mostly mean the shell expanded an
+    unquoted glob (`--source *.jpg`), so say so and show the quoted pattern."""
+    shown = " ".join(extra[:5]) + (f" ... ({len(extra)} in all)" if len(extra) > 5 else "")
+    # a file right after an unknown option is that option's value (`--modle m.onnx`), not a glob's
+    files = [a for i, a in enumerate(extra)
+             if not a.startswith("-") and os.path.exists(a) and not (i and extra[i - 1].startswith("-"))]
+    if not files:
+        return f"unrecognized arguments: {shown}"
+    parents, suffixes = {str(Path(f).parent) for f in files}, {Path(f).suffix for f in files}
+    pattern = (str(Path(parents.pop()) / f"*{suffixes.pop()}") if len(parents) == len(suffixes) == 1
+               else "photos/*.jpg")
+    return (f"unrecognized arguments: {shown}; {len(files)} of them are existing files: did the shell expand an "
+            f"unquoted wildcard? Quote the pattern, e.g. '{pattern}'")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     if not getattr(args, "_module", None):
         parser.print_help()
         return 0

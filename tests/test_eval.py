@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -140,6 +141,18 @@ def test_eval_command_writes_reports(tmp_path):
 def test_eval_command_bad_input(tmp_path, args, message):
     result = _kanet("eval", *args, "--out", str(tmp_path))
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_eval_command_says_why_no_image_was_scored(tmp_path):
+    hazy, clear = tmp_path / "hazy", tmp_path / "clear"
+    hazy.mkdir(), clear.mkdir()
+    (hazy / "broken.png").write_bytes(b"not a png")
+    shutil.copy(SAMPLES / "canon.png", hazy / "0001_0.8.png")  # its scene, 0001, has no clear image
+    result = _kanet("eval", "--hazy", str(hazy), "--clear", str(clear), "--no-dcp", "--out", str(tmp_path / "out"))
+    why = f"no readable clear image in {clear}: 0001_0.8.png; not a readable image: broken.png"
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == f"kanet eval: no image could be scored: {why}", result.stderr
+    assert f"No image could be scored: {why}." in (tmp_path / "out" / "eval.md").read_text()
 
 
 def test_eval_command_scores_a_model_through_the_runtime(exported, frame_onnx, tmp_path):

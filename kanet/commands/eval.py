@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from kanet.cli import UserError, number
@@ -68,4 +69,7 @@ def run(args: argparse.Namespace) -> int:
     (out / "eval.md").write_text(table)
     print(table)
     print(f"report written to {out / 'eval.json'} and {out / 'eval.md'}")
-    return 0 if report.images else 1
+    if not report.images:
+        print(f"kanet eval: no image could be scored: {report.why_none_scored()}", file=sys.stderr)
+        return 1
+    return 0
