@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,12 +69,17 @@ def checkpoint(model, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def exported(checkpoint, tmp_path_factory) -> dict:
-    """`kanet export` of the seeded `model`: FP32 + FP16 frame-I/O ONNX, a small-profile engine, export.json."""
-    from export.pipeline import export_checkpoint
-
+    """`kanet export` (the command itself) of the seeded `model`: FP32 + FP16 frame-I/O ONNX, a small-profile
+    engine, export.json; `summary` is export.json, `stdout` what the command printed."""
     root = tmp_path_factory.mktemp("export")
-    summary = export_checkpoint(checkpoint, root / "out", options=SMALL, cache_dir=root / "cache")
-    return {"dir": root / "out", "cache": root / "cache", "summary": summary}
+    shapes = {name: "x".join(map(str, getattr(SMALL.profile, name))) for name in ("min", "opt", "max")}
+    done = subprocess.run([sys.executable, "-m", "kanet", "export", str(checkpoint), "--out", str(root / "out"),
+                           "--cache", str(root / "cache"), *(f"--{k}={v}" for k, v in shapes.items()),
+                           *(f"--compute-capability={cc}" for cc in SMALL.compute_capabilities)],
+                          cwd=REPO, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((root / "out" / "export.json").read_text())
+    return {"dir": root / "out", "cache": root / "cache", "summary": summary, "stdout": done.stdout}
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,20 @@ def test_fp32_onnx_structure(exported):
     assert attention == {"softmax_chains": 14, "q_scaled_chains": 14}
 
 
+def test_export_prints_a_short_summary_and_keeps_the_details_in_export_json(checkpoint, exported):
+    out, summary = exported["dir"], exported["summary"]
+    lines = exported["stdout"].splitlines()
+    assert lines[0] == f"exported {checkpoint} to {out}/" and len(lines) == 7, exported["stdout"]
+    for name in ("kanet_fp32.onnx", "kanet_fp16.onnx", "kanet_fp16.plan", "kanet_fp16.json", "export.json"):
+        row = next(line.split() for line in lines if line.split()[0] == name)
+        size = (out / name).stat().st_size
+        assert row[1:3] == (f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB").split()
+    assert f"FP16 ONNX, {len(summary['fp32_nodes'])} nodes kept FP32" in exported["stdout"]
+    assert lines[-1].startswith("attention: 14 of 14 MatMul -> Softmax -> MatMul chains scale Q first")
+    assert "{" not in exported["stdout"]  # the reasons dict stays in export.json
+    assert len(json.loads((out / "export.json").read_text())["fp32_nodes"]) == len(summary["fp32_nodes"])
+
+
 @pytest.mark.parametrize("shape", [(1, 64, 80), (2, 50, 77), (1, 100, 47), (3, 33, 65)])
 def test_fp32_frames_onnx_matches_pytorch(model, exported, shape):
     frames = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)

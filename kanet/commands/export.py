@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
+from pathlib import Path
 
 from kanet.cli import number
+from runtime.manifest import manifest_path
 
 from ._profile import add_build_arguments, build_options
 
@@ -34,13 +35,30 @@ def run(args: argparse.Namespace) -> int:
     summary = export_checkpoint(args.checkpoint, args.out, io=args.io, precision=args.precision,
                                 opset=args.opset, cache_dir=args.cache, engine=not args.no_engine,
                                 simplify=not args.no_simplify, **engine)
-    print(f"FP32 ONNX  {summary['onnx_fp32']['path']}  (attention chains Q-scaled: "
-          f"{summary['onnx_fp32']['attention']['q_scaled_chains']}/{summary['onnx_fp32']['attention']['softmax_chains']})")
-    print(f"FP16 ONNX  {summary['onnx_fp16']['path']}  ({len(summary['fp32_nodes'])} nodes kept FP32: "
-          f"{json.dumps(summary['onnx_fp16']['fp32_by_reason'])})")
+    print(describe_export(summary, Path(args.out)))
+    return 0
+
+
+def _size(path: Path) -> str:
+    size = path.stat().st_size
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"
+
+
+def describe_export(summary: dict, out: Path) -> str:
+    """A few lines for a person: each file with its size and role; the details stay in export.json."""
+    attention = summary["onnx_fp32"]["attention"]
+    rows = [(Path(summary["onnx_fp32"]["path"]), "FP32 ONNX"),
+            (Path(summary["onnx_fp16"]["path"]), f"FP16 ONNX, {len(summary['fp32_nodes'])} nodes kept FP32")]
     if "engine" in summary:
         engine = summary["engine"]
-        how = "reused from cache" if engine["reused_from_cache"] else f"built in {engine['build_seconds']} s"
-        print(f"engine     {engine['engine']['path']}  ({engine['tensorrt']['flavour']} {engine['tensorrt']['version']}, "
-              f"{engine['engine']['bytes'] / 2**20:.0f} MiB, {how}; targets {','.join(engine['targets']['compute_capabilities'])})")
-    return 0
+        how = "reused from cache" if engine["reused_from_cache"] else f"built in {engine['build_seconds']:.0f} s"
+        rows += [(Path(engine["engine"]["path"]), f"{engine['tensorrt']['flavour']} {engine['tensorrt']['version']} "
+                  f"engine, {how}; targets {','.join(engine['targets']['compute_capabilities'])}"),
+                 (manifest_path(Path(engine["engine"]["path"])), "engine manifest")]
+    rows.append((out / "export.json", "all of the above in full, with each FP32-kept node and why"))
+    width = max(len(path.name) for path, _ in rows)
+    lines = [f"exported {summary['checkpoint']['path']} to {out}/"]
+    lines += [f"  {path.name:{width}s}  {_size(path):>10s}  {what}" for path, what in rows]
+    lines.append(f"attention: {attention['q_scaled_chains']} of {attention['softmax_chains']} "
+                 "MatMul -> Softmax -> MatMul chains scale Q first (the form TensorRT fuses)")
+    return "\n".join(lines)
