@@ -17,6 +17,7 @@ import numpy as np
 
 from benchmarks.quality import FULL_REFERENCE, NO_REFERENCE, NearRegion, full_reference_scores, no_reference_scores
 from runtime.errors import KanetError
+from runtime.images import fit_long_side
 from runtime.imagefile import read_image, write_image
 from runtime.sources import IMAGE_SUFFIXES
 
@@ -91,14 +92,6 @@ def find_reference(name: str, index: dict[str, Path]) -> Path | None:
     """The image in `index` showing the scene of `name`: `0001_0.8_0.2.jpg` -> `0001.png` (RESIDE),
     `01_hazy` -> `01_GT` (NH-HAZE), or simply the same stem."""
     return index.get(_scene(name))
-
-
-def fit_long_side(frame: np.ndarray, max_side: int | None) -> np.ndarray:
-    h, w = frame.shape[:2]
-    if not max_side or max(h, w) <= max_side:
-        return frame
-    scale = max_side / max(h, w)
-    return cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
 
 
 def folder_method(folder: Path) -> Method:

@@ -21,6 +21,7 @@ import numpy as np
 
 from benchmarks.dcp import dark_channel, estimate_airlight
 from benchmarks.quality import local_contrast
+from runtime.imagefile import read_image
 from runtime.sources import IMAGE_SUFFIXES
 
 SHORT_SIDE = 256
@@ -67,7 +68,7 @@ class StatisticsSet:
     def of_images(cls, label: str, paths: list[Path]) -> "StatisticsSet":
         rows = []
         for path in paths:
-            frame = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+            frame = read_image(path, cv2.IMREAD_COLOR)
             if frame is not None:
                 rows.append(haze_statistics(frame))
         if not rows:

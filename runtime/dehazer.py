@@ -14,7 +14,7 @@ import numpy as np
 
 from .devices import gpu_index, parse_device
 from .errors import DehazeError
-from .images import as_batch, as_bgr8
+from .images import as_batch, as_bgr8, fit_long_side
 from .manifest import read_manifest, verify_engine
 from .tiling import run_tiled
 
@@ -174,9 +174,7 @@ class Dehazer:
         height, width = batch.shape[1:3]
         if self._max_side is None or max(height, width) <= self._max_side:
             return self._run_full(batch)
-        scale = self._max_side / max(height, width)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))  # cv2 sizes are (width, height)
-        small, timings = self._run_full(np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in batch]))
+        small, timings = self._run_full(np.stack([fit_long_side(f, self._max_side) for f in batch]))
         return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) for f in small]), timings
 
     def _run_full(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+import cv2
 import numpy as np
 
 from .errors import DehazeError
@@ -48,3 +49,13 @@ def as_batch(frames: np.ndarray) -> tuple[np.ndarray, bool]:
             return np.ascontiguousarray(frames), False
         return np.stack([as_bgr8(frame, "batch frame") for frame in frames]), False
     return as_bgr8(frames)[None], True
+
+
+def fit_long_side(frame: np.ndarray, max_side: int | None) -> np.ndarray:
+    """`frame` shrunk (area interpolation) so its long side is at most `max_side`; as it is when it fits."""
+    h, w = frame.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return frame
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))  # cv2 sizes are (width, height)
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
