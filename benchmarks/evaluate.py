@@ -22,6 +22,9 @@ from runtime.imagefile import read_image, write_image
 from runtime.sources import IMAGE_SUFFIXES
 
 Method = Callable[[np.ndarray, str], np.ndarray]  # (hazy frame, image name) -> output frame
+# With references, the clear image's own no-reference scores are reported as a row: what a perfect
+# dehazer would score, so colour shift or haze density can be read against the truth, not against 0.
+CLEAR_REFERENCE = "clear reference"
 
 
 class EvalError(KanetError):
@@ -151,6 +154,8 @@ def evaluate(hazy_dir: Path, methods: dict[str, Method], clear_dir: Path | None 
             if save_dir is not None:
                 (save_dir / method).mkdir(parents=True, exist_ok=True)
                 write_image(save_dir / method / (path.stem + ".png"), output)
+        if reference is not None:
+            report.images.append({"name": path.name, "method": CLEAR_REFERENCE, **no_reference_scores(reference, near)})
         if progress:
             progress()
     return report
@@ -170,11 +175,14 @@ def markdown_table(report: EvalReport, title: str) -> str:
              "| method | " + " | ".join(arrows[k] for k in keys) + " | s / image |",
              "| --- |" + " ---: |" * (len(keys) + 1)]
     for method, scores in means.items():
-        cells = [f"{scores[k]:.{decimals.get(k, 4)}f}" for k in keys]
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {per_image.get(method, 0.0):.3f} |")
+        cells = [f"{scores[k]:.{decimals.get(k, 4)}f}" if k in scores else "—" for k in keys]
+        seconds = f"{per_image[method]:.3f}" if method in per_image else "—"
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {seconds} |")
     lines += ["", "Haze density, local contrast and colourfulness reward over-processing (a colour cast or "
               "crushed shadows look 'clearer'): read them beside colour shift (a*, b* change where the "
               "input is least hazy) and, with references, CIEDE2000; they are not a ranking on their own."]
+    if CLEAR_REFERENCE in means:
+        lines[-1] += f" The '{CLEAR_REFERENCE}' row scores the clear image itself: what a perfect result would score."
     if report.skipped:
         lines += ["", "Skipped: " + "; ".join(f"{s['name']} ({s['reason']})" for s in report.skipped)]
     return "\n".join(lines) + "\n"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks.dcp import dehaze_dcp
-from benchmarks.evaluate import evaluate, find_reference, scene_index
+from benchmarks.evaluate import evaluate, find_reference, markdown_table, scene_index
 from benchmarks.quality import (NearRegion, ciede2000, colour_shift, colourfulness, full_reference_scores,
                                 haze_density, local_contrast)
 from conftest import REPO, SAMPLES
@@ -114,6 +114,11 @@ def test_evaluate_pairs_and_skips(tmp_path, rocket):
     assert sorted(s["name"] for s in report.skipped) == ["0002_0.4.png", "0003.png"]
     means = report.means()
     assert means["dcp"]["psnr_db"] > means["hazy input"]["psnr_db"]
+    # The clear image's own no-reference scores: clearer than its hazy version, nothing to compare it with.
+    truth = means["clear reference"]
+    assert set(truth) == {"haze_density", "local_contrast", "colourfulness", "colour_shift"}
+    assert truth["haze_density"] < means["hazy input"]["haze_density"] and truth["colour_shift"] > 0
+    assert "| clear reference |" in markdown_table(report, "t")
 
 
 def _kanet(*args: str) -> subprocess.CompletedProcess:
@@ -204,6 +209,7 @@ def test_eval_reads_and_saves_file_names_that_are_not_utf8(tmp_path, rocket):
     result = _kanet("eval", "--hazy", str(hazy_dir), "--clear", str(clear_dir), "--no-dcp", "--save-images",
                     "--out", str(out))
     assert result.returncode == 0, (result.returncode, result.stderr)
-    assert len(json.loads((out / "eval.json").read_text())["images"]) == 1
+    rows = json.loads((out / "eval.json").read_text())["images"]
+    assert [r["method"] for r in rows] == ["hazy input", "clear reference"]
     saved = cv2.imdecode(np.fromfile(out / "hazy input" / odd, np.uint8), cv2.IMREAD_COLOR)
     np.testing.assert_array_equal(saved, _hazy(small, 0.5))
