@@ -99,14 +99,6 @@ def prepare_models(config: BenchConfig, want_onnx: bool, want_engine: bool) -> M
     return Models(model, weights, export_dir, manifest)
 
 
-def _runtime_missing() -> str | None:
-    try:
-        from runtime import Dehazer  # noqa: F401
-    except ImportError as exc:
-        return f"runtime.Dehazer not importable ({exc})"
-    return None
-
-
 def _ort_has_cuda() -> bool:
     import onnxruntime
 
@@ -118,13 +110,10 @@ def plan_backends(config: BenchConfig) -> tuple[list[str], dict[str, str]]:
     on_gpu = config.device.type == "cuda"
     wanted = list(config.backends or nm.ALL)
     skipped: dict[str, str] = {}
-    runtime_missing = _runtime_missing()
     for name in list(wanted):
         reason = None
         if name == nm.TORCH_COMPILE and config.backends is None and not on_gpu:
             reason = CPU_COMPILE_REASON
-        elif name in (nm.ORT, nm.ORT_FP16, nm.TENSORRT) and runtime_missing:
-            reason = runtime_missing
         elif name == nm.ORT_FP16 and not (on_gpu and _ort_has_cuda()):
             reason = ("needs a GPU and onnxruntime-gpu: ONNX Runtime's CPU provider has few FP16 kernels, "
                       "so it would time inserted casts, not FP16 inference")
@@ -179,12 +168,8 @@ def best_batches(results: list[dict]) -> list[dict]:
 
 def run_video(config: BenchConfig, doc: dict, workdir: Path) -> dict:
     """`kanet run` on the model of the best runtime backend that ran (the engine, else ONNX Runtime)."""
-    from kanet.cli import SUBCOMMANDS
-
     if config.video_size is None:
         return {"skipped": "not requested (--no-video)"}
-    if "run" not in SUBCOMMANDS:
-        return {"skipped": "`kanet run` is not available in this checkout"}
     ran = {r["backend"] for r in doc["results"] if "latency_ms" in r}
     reference = next((n for n in (nm.TENSORRT, nm.ORT, nm.ORT_FP16) if n in ran), None)
     if reference is None:

@@ -1,4 +1,5 @@
-"""Repository-wide rules: the runtime stays free of torch; the command lists its subcommands."""
+"""Repository-wide rules: packages import only down the stack, the runtime stays free of torch; the command
+lists its subcommands."""
 from __future__ import annotations
 
 import ast
@@ -8,17 +9,32 @@ import sys
 from conftest import REPO
 
 
-def test_runtime_sources_never_import_torch():
-    offenders = []
-    for path in sorted((REPO / "runtime").rglob("*.py")):
+# Bottom to top: a package may import the ones below it, never one above.
+LAYERS = ["runtime", "training", "export", "benchmarks", "kanet"]
+
+
+def _imports(package: str):
+    """(where, imported module) for every absolute import in a package's sources."""
+    for path in sorted((REPO / package).rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            names = []
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
-            offenders += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names
-                          if n.split(".")[0] in {"torch", "torchvision", "training"}]
+            else:
+                continue
+            yield from ((f"{path.relative_to(REPO)}:{node.lineno}", name) for name in names)
+
+
+def test_packages_import_only_down_the_stack():
+    upward = [f"{where} {name}" for package in LAYERS for where, name in _imports(package)
+              if name.split(".")[0] in LAYERS[LAYERS.index(package) + 1:]]
+    assert upward == []
+
+
+def test_runtime_sources_never_import_torch():
+    offenders = [f"{where} {name}" for where, name in _imports("runtime")
+                 if name.split(".")[0] in {"torch", "torchvision"}]
     assert offenders == []
 
 
