@@ -125,6 +125,14 @@ def test_info_describes_the_run_checkpoints(runs):
     assert last.rff.startswith("stored: redrawn in training")  # rff_redraw is on by default
 
 
+def test_resume_of_a_finished_run_says_there_is_nothing_to_do(runs, capsys):
+    last = runs["a"] / "last.pt"
+    before = last.read_bytes()
+    assert main(["train", "--resume", str(last)]) == 0
+    assert capsys.readouterr().out.strip() == f"{last}: already finished at step 2; nothing to do (--steps N above 2 trains on)"
+    assert last.read_bytes() == before
+
+
 @pytest.mark.parametrize("damage", ["truncated", "best"])
 def test_unusable_resume_checkpoint_is_one_clear_error(runs, tmp_path, capsys, damage):
     if damage == "truncated":
