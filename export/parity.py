@@ -2,8 +2,8 @@
 
 ONNX candidates run through Polygraphy's ONNX Runtime runner; engines (TensorRT or
 TensorRT-RTX, which Polygraphy's TrtRunner does not load) through the project's runtime,
-the code users deploy. Cases outside an engine's profile are listed as skipped, never
-tiled, so every compared frame is one forward pass.
+the code users deploy. Cases outside an engine's profile (or an ONNX model's fixed input
+shape) are listed as skipped, never tiled, so every compared frame is one forward pass.
 """
 from __future__ import annotations
 
@@ -79,11 +79,12 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> dict:
     }
 
 
-def _input(path: Path) -> tuple[str, str]:
-    """(input name, 'frames' or 'tensor') of an exported model."""
+def _input(path: Path) -> tuple[str, str, list[int | None]]:
+    """(input name, 'frames' or 'tensor', dimensions with None where dynamic) of an exported model."""
     graph = onnx.load(str(path), load_external_data=False).graph
-    kind = "frames" if graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8 else "tensor"
-    return graph.input[0].name, kind
+    tensor = graph.input[0].type.tensor_type
+    kind = "frames" if tensor.elem_type == onnx.TensorProto.UINT8 else "tensor"
+    return graph.input[0].name, kind, [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
 
 
 def _to_tensor_input(frames: np.ndarray) -> np.ndarray:
@@ -113,10 +114,15 @@ class _OnnxCandidate:
     def __init__(self, path: Path):
         self.runner = OnnxrtRunner(SessionFromOnnx(str(path), providers=["CPUExecutionProvider"]))
         self.runner.activate()
-        self.input_name, self.io = _input(path)
+        self.input_name, self.io, self.dims = _input(path)
 
-    def fits(self, frames: np.ndarray) -> bool:
-        return True
+    def fits(self, frames: np.ndarray) -> str | None:
+        """Why these frames cannot be fed (an ONNX model exported with a fixed shape); None when they can."""
+        n, h, w, c = frames.shape
+        feed = (n, h, w, c) if self.io == "frames" else (n, c, h, w)
+        if all(d is None or d == s for d, s in zip(self.dims, feed)):
+            return None
+        return "not the model's fixed input shape " + "x".join("?" if d is None else str(d) for d in self.dims)
 
     def __call__(self, feed: np.ndarray) -> np.ndarray:
         return np.asarray(next(iter(self.runner.infer({self.input_name: feed}).values())))
@@ -135,8 +141,10 @@ class _EngineCandidate:
         self.min, self.max = profile["min"], profile["max"]
         self.dehazer = Dehazer.load(path, backend="tensorrt", device=device)
 
-    def fits(self, frames: np.ndarray) -> bool:
-        return all(lo <= n <= hi for lo, n, hi in zip(self.min, frames.shape[:3], self.max))
+    def fits(self, frames: np.ndarray) -> str | None:
+        if all(lo <= n <= hi for lo, n, hi in zip(self.min, frames.shape[:3], self.max)):
+            return None
+        return f"outside the engine's profile {'x'.join(map(str, self.min))} .. {'x'.join(map(str, self.max))}"
 
     def __call__(self, feed: np.ndarray) -> np.ndarray:
         return np.asarray(self.dehazer(feed))
@@ -167,16 +175,23 @@ def run_parity(model: KANet, candidates: dict[str, tuple[Path, str]], cases: lis
         for label, (path, precision) in candidates.items():
             runners[label] = (_candidate(Path(path), device), precision)
         for case_name, frames in cases:
+            reasons = {label: runner.fits(frames) for label, (runner, _) in runners.items()}
+            if progress is not None:
+                progress.update(sum(reason is not None for reason in reasons.values()))
+            for label, reason in reasons.items():
+                if reason is not None:
+                    skipped.append({"case": case_name, "candidate": label, "reason": reason})
+            if all(reason is not None for reason in reasons.values()):
+                continue  # no reference needed: the PyTorch passes are the slow part on a CPU
             with torch.no_grad():
                 ref_frames = frame_model(torch.from_numpy(frames)).numpy()
                 tensor_in = _to_tensor_input(frames)
                 ref_tensor = model.dehaze(torch.from_numpy(tensor_in)).numpy()
             for label, (runner, precision) in runners.items():
+                if reasons[label] is not None:
+                    continue
                 if progress is not None:
                     progress.update(1)
-                if not runner.fits(frames):
-                    skipped.append({"case": case_name, "candidate": label, "reason": "outside the engine's profile"})
-                    continue
                 output = runner(frames if runner.io == "frames" else tensor_in)
                 metrics = compare(ref_frames if runner.io == "frames" else ref_tensor, output)
                 failures = check(metrics, precision, runner.io, limits)

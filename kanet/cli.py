@@ -21,7 +21,7 @@ from runtime.errors import KanetError
 
 # name -> (module defining `add_arguments(parser)` and `run(args) -> int`, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("kanet.commands.info", "show the network layout, parameter count and installed back-ends"),
+    "info": ("kanet.commands.info", "describe a checkpoint (format, precision, layout check, RFF, training metadata) and this machine (versions, providers, GPUs)"),
     "export": ("kanet.commands.export", "checkpoint -> FP32 ONNX -> FP16 ONNX -> TensorRT/TensorRT-RTX engine + manifest"),
     "build": ("kanet.commands.build", "build an engine (and manifest) from an exported ONNX file"),
     "parity": ("kanet.commands.parity", "compare exported models with PyTorch FP32 on random and real frames"),

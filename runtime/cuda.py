@@ -60,6 +60,18 @@ def device_count() -> int:
     return 0
 
 
+def driver_version() -> str | None:
+    """The CUDA version the installed driver supports ('13.0'); None without an NVIDIA driver."""
+    number = cudart.cudaDriverGetVersion()[1] or 0
+    return _version(number) if number else None
+
+
+def device_name(device: int) -> tuple[str, int]:
+    """(marketing name, memory in bytes) of a GPU."""
+    props = check(cudart.cudaGetDeviceProperties(device))
+    return props.name.split(b"\0", 1)[0].decode(errors="replace"), int(props.totalGlobalMem)
+
+
 def compute_capability(device: int) -> str:
     """'SM89' style name of the device's compute capability, as the manifest records targets."""
     attr = cudart.cudaDeviceAttr

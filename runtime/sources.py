@@ -196,7 +196,12 @@ class VideoFile(Source):
                         return
         except (av.FFmpegError, OSError, DehazeError) as exc:
             self.stats.note(f"decoding stopped: {exc}")  # a truncated file: keep what was decoded
-        self.stats.status = "ok" if self.stats.frames else "failed"
+        if self.stats.frames:
+            self.stats.status = "ok"
+        elif self.stats.undecodable:
+            self.stats.fail("failed", f"{self.spec}: none of its {self.stats.undecodable} frame(s) could be decoded")
+        else:  # a header without frames, or a stream cut before its first one
+            self.stats.fail("failed", f"{self.spec}: the file holds no video frames")
 
 
 class _Reconnecting(Source):

@@ -189,6 +189,30 @@ def test_cli_parity_takes_a_model_as_kanet_run_does(checkpoint, exported, tmp_pa
     assert {r["candidate"] for r in json.loads(report.read_text())["results"]} == {"kanet_fp32"}
 
 
+def test_cli_parity_that_compared_nothing_says_why_not_failed(checkpoint, tmp_path, capsys):
+    """A model that fits no case (here an ONNX model exported with a fixed 1x8x8x3 input; on a GPU, an engine whose
+    profile excludes every case) is not a failed model: exit 2, `nothing compared`, with the reason."""
+    from onnx import TensorProto, helper
+
+    from kanet.cli import main
+
+    frames = helper.make_tensor_value_info("frames", TensorProto.UINT8, [1, 8, 8, 3])
+    out = helper.make_tensor_value_info("out", TensorProto.UINT8, [1, 8, 8, 3])
+    graph = helper.make_graph([helper.make_node("Identity", ["frames"], ["out"])], "fixed", [frames], [out])
+    fixed = tmp_path / "fixed_shape.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), fixed)
+    report = tmp_path / "parity.json"
+    assert main(["parity", str(checkpoint), "--onnx", str(fixed), "--photos", str(SAMPLES),
+                 "--report", str(report)]) == 2
+    captured = capsys.readouterr()
+    assert "FAILED" not in captured.out + captured.err
+    assert captured.err.strip().splitlines()[-1] == (
+        "kanet parity: error: nothing compared: every case was skipped (fixed_shape: not the model's fixed input "
+        f"shape 1x8x8x3); report written to {report}")
+    written = json.loads(report.read_text())
+    assert written["results"] == [] and len(written["skipped"]) == len(frame_cases(photos=SAMPLES))
+
+
 @pytest.mark.parametrize("problem", ["missing", "corrupt", "layout", "profile", "opset"])
 def test_cli_export_bad_input_is_a_clear_error(model, tmp_path, problem):
     ckpt = tmp_path / "model.pt"

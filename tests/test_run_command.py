@@ -250,6 +250,24 @@ def test_a_dropped_stream_is_reported_and_spares_the_others(frame_onnx, media, h
     assert f"{stream['label']}: dropped" in err
 
 
+def test_videos_without_a_decodable_frame_say_why(frame_onnx, tmp_path, capsys):
+    header_only = tmp_path / "header_only.y4m"  # a valid stream that ends before its first frame
+    header_only.write_text(f"YUV4MPEG2 W{W} H{H} F25:1 Ip A1:1 C420jpeg\n")
+    clip = make_clip(tmp_path / "clip.mp4", 4, audio=False)
+    wiped = bytearray(clip.read_bytes())
+    with av.open(str(clip)) as container:
+        for packet in [p for p in container.demux(video=0) if p.size]:
+            wiped[packet.pos:packet.pos + packet.size] = bytes(packet.size)
+    (tmp_path / "wiped.mp4").write_bytes(bytes(wiped))
+    code, err = kanet_run(capsys, "--model", str(frame_onnx), "--source", str(header_only),
+                          "--source", str(tmp_path / "wiped.mp4"), "--output", str(tmp_path / "out"))
+    assert code == 1  # failed sources
+    assert f"header_only: failed, 0 written, 0 undecodable, 0 retries; last error: {header_only}: the file holds no " \
+           "video frames" in err
+    assert f"wiped: failed, 0 written, 4 undecodable, 0 retries; last error: {tmp_path / 'wiped.mp4'}: none of its " \
+           "4 frame(s) could be decoded" in err
+
+
 def test_corrupt_truncated_and_empty_inputs(frame_onnx, media, tmp_path, capsys):
     code, err = kanet_run(capsys, "--model", str(frame_onnx), "--source", str(media["corrupt"]),
                           "--source", str(media["empty"]), "--source", str(media["truncated"]),

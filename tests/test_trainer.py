@@ -114,6 +114,25 @@ def test_trained_checkpoint_loads_and_exports(runs, tmp_path):
     assert np.abs(onnx_out - ref).max() < 1e-4
 
 
+def test_info_describes_the_run_checkpoints(runs):
+    from training.checkpoint_info import describe_checkpoint
+
+    last, best = describe_checkpoint(runs["a"] / "last.pt"), describe_checkpoint(runs["a"] / "best.pt")
+    assert (last.format, last.step, best.format, best.step) == ("training", 2, "best", 2)
+    assert last.layout_ok and best.layout_ok and last.precision == "float32"
+    assert last.metadata["config"]["steps"] == 2 and last.metadata["config"]["data"]["crop_size"] == 48
+    assert "train_state" not in last.metadata and 0 < best.metadata["val_psnr"] < 100
+    assert last.rff.startswith("stored: redrawn in training")  # rff_redraw is on by default
+
+
+def test_resume_of_a_finished_run_says_there_is_nothing_to_do(runs, capsys):
+    last = runs["a"] / "last.pt"
+    before = last.read_bytes()
+    assert main(["train", "--resume", str(last)]) == 0
+    assert capsys.readouterr().out.strip() == f"{last}: already finished at step 2; nothing to do (--steps N above 2 trains on)"
+    assert last.read_bytes() == before
+
+
 @pytest.mark.parametrize("damage", ["truncated", "best"])
 def test_unusable_resume_checkpoint_is_one_clear_error(runs, tmp_path, capsys, damage):
     if damage == "truncated":

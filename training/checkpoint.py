@@ -81,17 +81,21 @@ def load_checkpoint(path: str | os.PathLike, *, rff_seed: int | None = None, eva
     """
     path = Path(path)
     state, rff, stored_seed = _split(_read(path), path)
-    seed = stored_seed if rff_seed is None else rff_seed
-    model = KANet(rff_seed=seed)
-    check_state_dict(model, state, str(path))
+    model = KANet(rff_seed=stored_seed if rff_seed is None else rff_seed)
+    load_weights(model, state, rff if rff_seed is None else {}, str(path))
+    return model.eval() if eval_mode else model
+
+
+def load_weights(model: KANet, state: Mapping[str, Tensor], rff: Mapping[str, Tensor], source: str) -> None:
+    """Strictly load a state_dict and stored random Fourier features (if any); CheckpointError says what misfits."""
+    check_state_dict(model, state, source)
     model.load_state_dict(state, strict=True)
-    if rff and rff_seed is None:
+    if rff:
         buffers = model.rff_buffers()
         if set(rff) != set(buffers):
-            raise CheckpointError(f"{path}: random Fourier features {sorted(rff)} do not match {sorted(buffers)}")
+            raise CheckpointError(f"{source}: random Fourier features {sorted(rff)} do not match {sorted(buffers)}")
         for name, value in rff.items():
             buffers[name].copy_(value)
-    return model.eval() if eval_mode else model
 
 
 def checkpoint_payload(model: KANet, **extra: Any) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from ._model import MODEL_HELP, add_device_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = "exits 1 when any threshold fails, 2 on bad input. Report: JSON at --report."
+    parser.epilog = ("exits 1 when any threshold fails, 2 on bad input or when every case was skipped (nothing "
+                     "compared: frames outside the engine's profile). Report: JSON at --report.")
     parser.add_argument("checkpoint", help="the checkpoint the models were exported from (the FP32 reference)")
     parser.add_argument("--model", action="append", default=[], metavar="M",
                         help=f"the model `kanet run --model M` would run, resolved the same way (repeatable): "
@@ -80,5 +81,8 @@ def run(args: argparse.Namespace) -> int:
               f"{r['within_1_step']:8.4%} {r['within_2_steps']:8.4%}  {'; '.join(r['failures']) or 'ok'}")
     for s in report["skipped"]:
         print(f"{s['case']:24s} {s['candidate']:16s} skipped: {s['reason']}")
+    if not report["results"]:  # not a failure of the models: nothing tested them
+        reasons = "; ".join(sorted({f"{s['candidate']}: {s['reason']}" for s in report["skipped"]}))
+        raise UserError(f"nothing compared: every case was skipped ({reasons}); report written to {args.report}")
     print(f"{'PASSED' if report['passed'] else 'FAILED'}; report written to {args.report}")
     return 0 if report["passed"] else 1

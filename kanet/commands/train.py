@@ -101,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
+    if payload and int(payload["step"]) >= config.steps:  # checked before the data and VGG are loaded
+        print(f"{args.resume}: already finished at step {payload['step']}; nothing to do "
+              f"(--steps N above {payload['step']} trains on)")
+        return 0
     result = Trainer(config, payload).fit()
     best = f"{result.best} (validation PSNR {result.best_psnr:.2f} dB)" if result.best else "none yet"
     print(f"{'interrupted' if result.interrupted else 'finished'} at step {result.step}: last {result.last}; best {best}")
