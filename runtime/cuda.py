@@ -137,16 +137,3 @@ class DeviceArray:
         except Exception:  # interpreter shutdown or a lost context: nothing left to free
             pass
 
-
-def device_view(array) -> tuple[int, tuple[int, ...], int | None]:
-    """(pointer, shape, producer stream) of a C-contiguous uint8 array exposing __cuda_array_interface__."""
-    cai = array.__cuda_array_interface__
-    shape = tuple(int(s) for s in cai["shape"])
-    if cai["typestr"] not in ("|u1", "<u1", ">u1"):
-        raise DehazeError(f"device frames: expected uint8, got typestr {cai['typestr']!r}")
-    strides = cai.get("strides")
-    if strides is not None and tuple(strides) != tuple(int(math.prod(shape[i + 1:])) for i in range(len(shape))):
-        raise DehazeError("device frames: expected a C-contiguous array (call .contiguous() / cupy.ascontiguousarray)")
-    if len(shape) not in (3, 4) or shape[-1] != 3:
-        raise DehazeError(f"device frames: expected H x W x 3 or N x H x W x 3 BGR, got shape {shape}")
-    return int(cai["data"][0]), shape, cai.get("stream")

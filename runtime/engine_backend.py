@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from cuda.bindings import runtime as cudart
 
-from .cuda import DeviceArray, DeviceBuffer, PinnedBuffer, check, compute_capability, device_count, device_view
+from .cuda import DeviceArray, DeviceBuffer, PinnedBuffer, check, compute_capability, device_count
+from .device_frames import device_frames
 from .errors import DehazeError
 from .manifest import incompatibility
 from .trt import import_tensorrt, rtx_unsupported
@@ -173,16 +174,17 @@ class EngineBackend:
 
     def run_device(self, frames) -> DeviceArray:
         """Frames already on this GPU (__cuda_array_interface__) in, a DeviceArray out; no host copy."""
-        ptr, shape, producer = device_view(frames)
+        frames = device_frames(frames.__cuda_array_interface__)
+        shape = frames.shape
         batch_shape = shape if len(shape) == 4 else (1, *shape)
         out = DeviceArray(shape, self._device)
         with self._lock:
             check(cudart.cudaSetDevice(self._device))
-            if producer:  # wait for the producer's pending work on its own stream, without blocking the host
+            if frames.wait_on is not None:  # the producer's pending work first, without blocking the host
                 ready = self._events[0]
-                check(cudart.cudaEventRecord(ready, producer))
+                check(cudart.cudaEventRecord(ready, frames.wait_on))
                 check(cudart.cudaStreamWaitEvent(self._stream, ready, 0))
-            self._bind(batch_shape, ptr, out.ptr)
+            self._bind(batch_shape, frames.ptr, out.ptr)
             self._enqueue(None)  # caller-owned addresses: never a captured graph
             check(cudart.cudaStreamSynchronize(self._stream))
             if batch_shape not in self._seen:

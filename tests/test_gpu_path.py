@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
+
+from runtime.errors import DehazeError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +31,75 @@ def tiny_onnx(tmp_path) -> Path:
     path = tmp_path / "tiny_fp16.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
+
+
+def max_shift_model(path: Path) -> Path:
+    """uint8 frames -> frames + (255 - the frame's per-channel maximum): exact integers, and every output
+    value depends on the whole frame, so a stale shape, stream or address shows in the result."""
+    frames_in = helper.make_tensor_value_info("frames", TensorProto.UINT8, ["n", "h", "w", 3])
+    frames_out = helper.make_tensor_value_info("dehazed", TensorProto.UINT8, ["n", "h", "w", 3])
+    nodes = [helper.make_node("Cast", ["frames"], ["x"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMax", ["x"], ["peak"], axes=[1, 2], keepdims=1),
+             helper.make_node("Sub", ["c255", "peak"], ["gap"]),
+             helper.make_node("Add", ["x", "gap"], ["y"]),
+             helper.make_node("Cast", ["y"], ["dehazed"], to=TensorProto.UINT8)]
+    c255 = helper.make_tensor("c255", TensorProto.FLOAT, [], [255.0])
+    graph = helper.make_graph(nodes, "max_shift", [frames_in], [frames_out], initializer=[c255])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def max_shift(frames: np.ndarray) -> np.ndarray:
+    return frames + (255 - frames.max(axis=(-3, -2), keepdims=True))
+
+
+def gpu_unusable() -> str | None:
+    """Why no engine can run on GPU 0 here (the precise reason a GPU test is skipped); None when one can."""
+    from runtime.cuda import CudaUnusable, compute_capability, device_count
+    from runtime.trt import TensorRTMissing, import_tensorrt, rtx_unsupported
+
+    try:
+        if not device_count():
+            return "no NVIDIA GPU is usable here (cudaGetDeviceCount reports none)"
+    except CudaUnusable as exc:
+        return str(exc)
+    try:
+        trt, flavour = import_tensorrt()
+    except TensorRTMissing as exc:
+        return str(exc)
+    return rtx_unsupported(trt, compute_capability(0)) if flavour == "tensorrt_rtx" else None
+
+
+def cuda_torch():
+    """torch with CUDA, or a skip saying what is missing."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip(f"this PyTorch ({torch.__version__}) cannot use the GPU (a CPU build, or a driver it does not "
+                    "support): device arrays cannot be made")
+    return torch
+
+
+@pytest.fixture(scope="module")
+def gpu_engine(tmp_path_factory) -> Path:
+    """The max-shift model as an FP32 engine for GPU 0, batch 1-2, 48 x 48 .. 128 x 128."""
+    why = gpu_unusable()
+    if why:
+        pytest.skip(why)
+    from export.engine import BuildOptions, Profile, build_engine, import_tensorrt
+
+    folder = tmp_path_factory.mktemp("gpu_engine")
+    _, flavour = import_tensorrt()
+    options = BuildOptions(Profile((1, 48, 48), (1, 64, 64), (2, 128, 128)),
+                           compute_capabilities=("current",) if flavour == "tensorrt_rtx" else ())
+    manifest = build_engine(max_shift_model(folder / "max_shift.onnx"), folder / "max_shift.plan", options, "fp32")
+    return Path(manifest["engine"]["path"])
+
+
+def load_backend(plan: Path, **kwargs):
+    from runtime.engine_backend import EngineBackend
+    from runtime.manifest import read_manifest
+
+    return EngineBackend(plan, read_manifest(plan), **kwargs)
 
 
 def test_build_for_sm90_with_tensorrt_rtx_says_install_full_tensorrt(tiny_onnx, tmp_path):
@@ -83,3 +155,42 @@ def test_full_tensorrt_manifest_records_this_gpu(tiny_onnx, tmp_path):
     options = BuildOptions(Profile((1, 64, 64), (1, 64, 64), (1, 64, 64)))
     manifest = build_engine(tiny_onnx, tmp_path / "tiny.plan", options, prefer="tensorrt")
     assert manifest["targets"]["compute_capabilities"] == [compute_capability(0)]
+
+
+def _cai(**extra) -> dict:
+    return {"shape": (2, 8, 8, 3), "typestr": "|u1", "data": (0x7F0000000100, False), "strides": None,
+            "version": 3, **extra}
+
+
+def test_device_frames_wait_on_the_stream_the_interface_names_else_the_legacy_default_stream():
+    from cuda.bindings import runtime as cudart
+
+    from runtime.device_frames import LEGACY_DEFAULT_STREAM, PER_THREAD_DEFAULT_STREAM, device_frames
+
+    assert (LEGACY_DEFAULT_STREAM, PER_THREAD_DEFAULT_STREAM) == (int(cudart.cudaStreamLegacy),
+                                                                  int(cudart.cudaStreamPerThread))
+    torch_like = _cai(version=2)  # torch exports v2: no "stream" key at all
+    assert device_frames(torch_like).wait_on == LEGACY_DEFAULT_STREAM
+    assert device_frames(_cai(stream=None)).wait_on is None  # v3: the producer says nothing is pending
+    assert device_frames(_cai(stream=2)).wait_on == PER_THREAD_DEFAULT_STREAM
+    assert device_frames(_cai(stream=0x5555AAAA)).wait_on == 0x5555AAAA
+    with pytest.raises(DehazeError, match="stream 0 is invalid"):
+        device_frames(_cai(stream=0))
+    frames = device_frames(_cai())
+    assert (frames.ptr, frames.shape, frames.nbytes) == (0x7F0000000100, (2, 8, 8, 3), 384)
+
+
+@pytest.mark.gpu
+def test_engine_waits_for_torch_work_on_the_legacy_default_stream(gpu_engine):
+    torch = cuda_torch()
+    backend = load_backend(gpu_engine)
+    try:
+        pattern = np.random.default_rng(3).integers(0, 200, (1, 96, 96, 3), dtype=np.uint8)
+        source = torch.from_numpy(pattern).cuda()
+        frames = torch.zeros_like(source)
+        torch.cuda._sleep(200_000_000)  # keeps the default stream busy ~0.1 s: an unordered read sees zeros
+        frames.copy_(source)
+        out = backend.run_device(frames).to_host()
+        np.testing.assert_array_equal(out, max_shift(pattern))
+    finally:
+        backend.close()
