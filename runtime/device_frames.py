@@ -10,6 +10,8 @@ from .errors import DehazeError
 # The interface (v3) numbers the default streams as CUDA's handles do: cudaStreamLegacy, cudaStreamPerThread.
 LEGACY_DEFAULT_STREAM = 1
 PER_THREAD_DEFAULT_STREAM = 2
+# TensorRT: "the pointer must have at least 256-byte alignment" (IExecutionContext::setTensorAddress).
+ALIGNMENT = 256
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,11 @@ class DeviceFrames:
     @property
     def nbytes(self) -> int:
         return math.prod(self.shape)
+
+    @property
+    def aligned(self) -> bool:
+        """TensorRT may read the frames in place; a view such as frames[1:] mostly is not, and is staged."""
+        return self.ptr % ALIGNMENT == 0
 
 
 def producer_stream(cai: dict) -> int | None:

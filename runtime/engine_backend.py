@@ -18,13 +18,14 @@ import numpy as np
 from cuda.bindings import runtime as cudart
 
 from .cuda import DeviceArray, DeviceBuffer, PinnedBuffer, check, compute_capability, device_count
-from .device_frames import device_frames
+from .device_frames import ALIGNMENT, device_frames
 from .errors import DehazeError
 from .manifest import incompatibility
 from .trt import import_tensorrt, rtx_unsupported
 
 H2D = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
 D2H = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+D2D = cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
 
 
 class EngineBackend:
@@ -90,8 +91,10 @@ class EngineBackend:
             if not self._context.set_input_shape(self._in, shape):
                 raise DehazeError(f"batch {shape} is outside the engine profile {self.min_shape} .. {self.max_shape}")
             self._bound = shape
-        self._context.set_tensor_address(self._in, src)
-        self._context.set_tensor_address(self._out, dst)
+        for name, address in ((self._in, src), (self._out, dst)):
+            if not self._context.set_tensor_address(name, address):
+                raise DehazeError(f"{self.name}: TensorRT refused address {address:#x} for tensor {name!r}"
+                                  + ("" if address % ALIGNMENT == 0 else f" (not {ALIGNMENT}-byte aligned)"))
 
     def _enqueue(self, key: tuple) -> None:
         if self._graphs and key in self._graphs:
@@ -184,7 +187,14 @@ class EngineBackend:
                 ready = self._events[0]
                 check(cudart.cudaEventRecord(ready, frames.wait_on))
                 check(cudart.cudaStreamWaitEvent(self._stream, ready, 0))
-            self._bind(batch_shape, frames.ptr, out.ptr)
+            src = frames.ptr
+            if not frames.aligned:  # TensorRT needs 256-byte aligned tensors: copy into the aligned input buffer
+                staging = self._buffers[2]
+                if staging.ensure(frames.nbytes):
+                    self._drop_graphs()
+                check(cudart.cudaMemcpyAsync(staging.ptr, src, frames.nbytes, D2D, self._stream))
+                src = staging.ptr
+            self._bind(batch_shape, src, out.ptr)
             self._enqueue(None)  # caller-owned addresses: never a captured graph
             check(cudart.cudaStreamSynchronize(self._stream))
             if batch_shape not in self._seen:

@@ -194,3 +194,28 @@ def test_engine_waits_for_torch_work_on_the_legacy_default_stream(gpu_engine):
         np.testing.assert_array_equal(out, max_shift(pattern))
     finally:
         backend.close()
+
+
+def test_device_frames_off_the_256_byte_grid_are_staged():
+    from runtime.device_frames import ALIGNMENT, device_frames
+
+    base = 0x7F0000000000  # cudaMalloc returns 256-byte aligned memory
+    assert ALIGNMENT == 256 and device_frames(_cai(data=(base, False))).aligned
+    frame_bytes = 8 * 8 * 3  # frames[1:] of an N x 8 x 8 x 3 batch starts one frame (192 bytes) in
+    assert not device_frames(_cai(data=(base + frame_bytes, False))).aligned
+    assert device_frames(_cai(data=(base + 4 * frame_bytes, False))).aligned  # 768 = 3 x 256
+
+
+@pytest.mark.gpu
+def test_engine_reads_a_misaligned_view_through_the_aligned_buffer(gpu_engine):
+    torch = cuda_torch()
+    backend = load_backend(gpu_engine)
+    try:
+        pattern = np.random.default_rng(4).integers(0, 200, (3, 56, 72, 3), dtype=np.uint8)
+        frames = torch.from_numpy(pattern).cuda()
+        view = frames[1:]  # 56 * 72 * 3 = 12096 bytes in: not a multiple of 256
+        assert view.data_ptr() % 256
+        np.testing.assert_array_equal(backend.run_device(view).to_host(), max_shift(pattern[1:]))
+        np.testing.assert_array_equal(backend.run_device(frames[0]).to_host(), max_shift(pattern[0]))
+    finally:
+        backend.close()
