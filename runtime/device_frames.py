@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cuda.bindings import runtime as cudart
+
 from .errors import DehazeError
 
 # The interface (v3) numbers the default streams as CUDA's handles do: cudaStreamLegacy, cudaStreamPerThread.
@@ -59,3 +61,18 @@ def device_frames(cai: dict) -> DeviceFrames:
     if len(shape) not in (3, 4) or shape[-1] != 3:
         raise DehazeError(f"device frames: expected H x W x 3 or N x H x W x 3 BGR, got shape {shape}")
     return DeviceFrames(int(cai["data"][0]), shape, producer_stream(cai))
+
+
+def placement_problem(memory_type, pointer_device: int, device: int) -> str | None:
+    """Why the engine on GPU `device` cannot read frames whose pointer cudaPointerGetAttributes describes
+    as (type, device); None when it can. Managed memory is reachable from every GPU."""
+    kinds = cudart.cudaMemoryType
+    if memory_type == kinds.cudaMemoryTypeManaged:
+        return None
+    if memory_type != kinds.cudaMemoryTypeDevice:
+        return ("device frames: the array's pointer is host memory, not GPU memory; pass host frames as a numpy "
+                "array")
+    if pointer_device != device:
+        return (f"device frames: the array is on GPU {pointer_device}, the engine runs on GPU {device}; move the "
+                f"frames there (e.g. tensor.to('cuda:{device}')) or load the engine with device={pointer_device}")
+    return None

@@ -18,7 +18,7 @@ import numpy as np
 from cuda.bindings import runtime as cudart
 
 from .cuda import DeviceArray, DeviceBuffer, PinnedBuffer, check, compute_capability, device_count
-from .device_frames import ALIGNMENT, device_frames
+from .device_frames import ALIGNMENT, device_frames, placement_problem
 from .errors import DehazeError
 from .manifest import incompatibility
 from .trt import import_tensorrt, rtx_unsupported
@@ -180,9 +180,13 @@ class EngineBackend:
         frames = device_frames(frames.__cuda_array_interface__)
         shape = frames.shape
         batch_shape = shape if len(shape) == 4 else (1, *shape)
-        out = DeviceArray(shape, self._device)
         with self._lock:
-            check(cudart.cudaSetDevice(self._device))
+            check(cudart.cudaSetDevice(self._device))  # before allocating: the output must lie on the engine's GPU
+            where = check(cudart.cudaPointerGetAttributes(frames.ptr))
+            why = placement_problem(where.type, where.device, self._device)
+            if why:
+                raise DehazeError(why)
+            out = DeviceArray(shape, self._device)  # the caller's to keep: one per call
             if frames.wait_on is not None:  # the producer's pending work first, without blocking the host
                 ready = self._events[0]
                 check(cudart.cudaEventRecord(ready, frames.wait_on))

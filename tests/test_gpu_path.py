@@ -219,3 +219,57 @@ def test_engine_reads_a_misaligned_view_through_the_aligned_buffer(gpu_engine):
         np.testing.assert_array_equal(backend.run_device(frames[0]).to_host(), max_shift(pattern[0]))
     finally:
         backend.close()
+
+
+def test_device_frames_must_lie_on_the_engines_gpu():
+    from cuda.bindings import runtime as cudart
+
+    from runtime.device_frames import placement_problem
+
+    kinds = cudart.cudaMemoryType
+    assert placement_problem(kinds.cudaMemoryTypeDevice, 1, 1) is None
+    assert placement_problem(kinds.cudaMemoryTypeManaged, 0, 1) is None
+    assert "on GPU 0, the engine runs on GPU 1" in placement_problem(kinds.cudaMemoryTypeDevice, 0, 1)
+    for host in (kinds.cudaMemoryTypeHost, kinds.cudaMemoryTypeUnregistered):
+        assert "host memory" in placement_problem(host, 0, 0)
+
+
+class _HostFrames:
+    """Host memory claiming to be device memory, as a buggy producer might."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+        self.__cuda_array_interface__ = {"shape": array.shape, "typestr": "|u1", "data": (array.ctypes.data, False),
+                                         "version": 3, "stream": None}
+
+
+@pytest.mark.gpu
+def test_engine_refuses_host_memory_passed_as_device_frames(gpu_engine):
+    backend = load_backend(gpu_engine)
+    try:
+        with pytest.raises(DehazeError, match="host memory"):
+            backend.run_device(_HostFrames(np.zeros((64, 64, 3), np.uint8)))
+    finally:
+        backend.close()
+
+
+@pytest.mark.gpu
+def test_engine_on_a_second_gpu_writes_there_and_refuses_frames_from_another(gpu_engine):
+    from cuda.bindings import runtime as cudart
+
+    from runtime.cuda import check, compute_capability, device_count
+
+    torch = cuda_torch()
+    if device_count() < 2 or compute_capability(1) != compute_capability(0):
+        pytest.skip("needs two GPUs of the same compute capability")
+    backend = load_backend(gpu_engine, device=1)
+    try:
+        pattern = np.random.default_rng(5).integers(0, 200, (64, 64, 3), dtype=np.uint8)
+        torch.cuda.set_device(0)  # the caller's current GPU is not the engine's
+        out = backend.run_device(torch.from_numpy(pattern).to("cuda:1"))
+        assert check(cudart.cudaPointerGetAttributes(out.ptr)).device == 1
+        np.testing.assert_array_equal(out.to_host(), max_shift(pattern))
+        with pytest.raises(DehazeError, match="on GPU 0, the engine runs on GPU 1"):
+            backend.run_device(torch.from_numpy(pattern).to("cuda:0"))
+    finally:
+        backend.close()
