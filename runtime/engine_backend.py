@@ -28,6 +28,14 @@ D2H = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
 D2D = cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
 
 
+def memory_advice(needed: int, free: int, total: int, shape: tuple[int, ...]) -> str:
+    """What an engine short of GPU memory needed, what there was, and what to change."""
+    mib = 1 << 20
+    return (f"it needs {needed / mib:,.0f} MiB of activation memory for {'x'.join(map(str, shape))} batches and "
+            f"{free / mib:,.0f} of {total / mib:,.0f} MiB are free on this GPU; free GPU memory (other processes), "
+            "run smaller batches or frames (--batch, --max-side), or rebuild the engine with a smaller --max")
+
+
 class EngineBackend:
     def __init__(self, plan: Path, manifest: dict, device: int = 0) -> None:
         trt, flavour = import_tensorrt()
@@ -65,7 +73,8 @@ class EngineBackend:
         self.max_shape = tuple(int(v) for v in tuple(high)[:3])
 
         self._cache_file = plan.with_suffix(".runtime.cache") if flavour == "tensorrt_rtx" else None
-        self._context = self._create_context()
+        self._activations = DeviceBuffer()  # sized per input shape, not for the profile's largest
+        self._context = self._create_context(plan)
         self._stream = check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking))
         self._events = [check(cudart.cudaEventCreate()) for _ in range(4)]
         self._buffers = [PinnedBuffer(), PinnedBuffer(), DeviceBuffer(), DeviceBuffer()]  # host in/out, device in/out
@@ -74,27 +83,56 @@ class EngineBackend:
         # Manually captured graphs (full TensorRT) per (shape, in, out); None once capture proved impossible.
         self._graphs: dict | None = {} if flavour == "tensorrt" else None
 
-    def _create_context(self):
+    def _create_context(self, plan: Path):
+        # User-managed activation memory: a 4 x 1088 x 1920 profile then costs its maximum only for such batches.
+        strategy = self._trt.ExecutionContextAllocationStrategy.USER_MANAGED
         if self._cache_file is None:
-            return self._engine.create_execution_context()
-        config = self._engine.create_runtime_config()
-        config.cuda_graph_strategy = self._trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
-        self._cache = config.create_runtime_cache()
-        if self._cache_file.is_file() and not self._cache.deserialize(self._cache_file.read_bytes()):
-            warnings.warn(f"{self._cache_file}: runtime cache from another GPU or version, recompiling kernels",
-                          stacklevel=2)
-        config.set_runtime_cache(self._cache)
-        return self._engine.create_execution_context(config)
+            context = self._engine.create_execution_context(strategy)
+        else:
+            config = self._engine.create_runtime_config()
+            config.set_execution_context_allocation_strategy(strategy)
+            config.cuda_graph_strategy = self._trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+            self._cache = config.create_runtime_cache()
+            if self._cache_file.is_file() and not self._cache.deserialize(self._cache_file.read_bytes()):
+                warnings.warn(f"{self._cache_file}: runtime cache from another GPU or version, recompiling kernels",
+                              stacklevel=3)
+            config.set_runtime_cache(self._cache)
+            context = self._engine.create_execution_context(config)
+        if context is None:
+            free, total = check(cudart.cudaMemGetInfo())
+            raise DehazeError(f"{plan}: {self.name} could not create an execution context; "
+                              + memory_advice(int(self._engine.device_memory_size_v2), free, total, self.max_shape))
+        return context
 
     def _bind(self, shape: tuple[int, ...], src: int, dst: int) -> None:
         if shape != self._bound:
             if not self._context.set_input_shape(self._in, shape):
                 raise DehazeError(f"batch {shape} is outside the engine profile {self.min_shape} .. {self.max_shape}")
+            self._bound = None  # until the activation memory for this shape is in place
+            self._size_activations(shape)
             self._bound = shape
         for name, address in ((self._in, src), (self._out, dst)):
             if not self._context.set_tensor_address(name, address):
                 raise DehazeError(f"{self.name}: TensorRT refused address {address:#x} for tensor {name!r}"
                                   + ("" if address % ALIGNMENT == 0 else f" (not {ALIGNMENT}-byte aligned)"))
+
+    def _size_activations(self, shape: tuple[int, ...]) -> None:
+        """Give the context the activation memory this input shape needs (grown, never shrunk)."""
+        needed = int(self._context.update_device_memory_size_for_shapes())
+        if needed > self._activations.nbytes:
+            self._drop_graphs()  # captured graphs point at the memory about to be replaced
+            try:
+                self._activations.ensure(needed)
+            except DehazeError as exc:
+                free, total = check(cudart.cudaMemGetInfo())
+                raise DehazeError(f"{self.name}: {exc}; " + memory_advice(needed, free, total, shape[:3])) from None
+        if self._activations.nbytes:
+            self._context.set_device_memory(self._activations.ptr, self._activations.nbytes)
+
+    @property
+    def activation_bytes(self) -> int:
+        """Activation memory held now: what the largest batch shape run so far needed."""
+        return self._activations.nbytes
 
     def _enqueue(self, key: tuple) -> None:
         if self._graphs and key in self._graphs:
@@ -209,7 +247,7 @@ class EngineBackend:
     def close(self) -> None:
         with self._lock:
             self._drop_graphs()
-            for buffer in self._buffers:
+            for buffer in [*self._buffers, self._activations]:
                 buffer.free()
             for event in self._events:
                 cudart.cudaEventDestroy(event)

@@ -273,3 +273,28 @@ def test_engine_on_a_second_gpu_writes_there_and_refuses_frames_from_another(gpu
             backend.run_device(torch.from_numpy(pattern).to("cuda:0"))
     finally:
         backend.close()
+
+
+def test_out_of_gpu_memory_says_what_was_needed_and_what_to_change():
+    from runtime.engine_backend import memory_advice
+
+    gib = 1 << 30
+    text = memory_advice(9 * gib, 2 * gib, 24 * gib, (4, 1088, 1920))
+    assert "needs 9,216 MiB of activation memory for 4x1088x1920 batches" in text
+    assert "2,048 of 24,576 MiB are free" in text and "--max-side" in text and "smaller --max" in text
+
+
+@pytest.mark.gpu
+def test_activation_memory_follows_the_batch_shape_not_the_profile_maximum(gpu_engine):
+    backend = load_backend(gpu_engine)
+    try:
+        small = np.random.default_rng(6).integers(0, 200, (1, 48, 48, 3), dtype=np.uint8)
+        np.testing.assert_array_equal(backend.run(small)[0], max_shift(small))
+        after_small = backend.activation_bytes
+        assert after_small <= int(backend._engine.device_memory_size_v2)
+        large = np.random.default_rng(7).integers(0, 200, (2, 128, 128, 3), dtype=np.uint8)
+        np.testing.assert_array_equal(backend.run(large)[0], max_shift(large))
+        assert backend.activation_bytes >= after_small
+        np.testing.assert_array_equal(backend.run(small)[0], max_shift(small))  # grown memory serves small ones
+    finally:
+        backend.close()
