@@ -9,9 +9,12 @@ in `<engine>.runtime.cache` so the next start skips the compilation.
 """
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import threading
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,11 @@ def memory_advice(needed: int, free: int, total: int, shape: tuple[int, ...]) ->
     return (f"it needs {needed / mib:,.0f} MiB of activation memory for {'x'.join(map(str, shape))} batches and "
             f"{free / mib:,.0f} of {total / mib:,.0f} MiB are free on this GPU; free GPU memory (other processes), "
             "run smaller batches or frames (--batch, --max-side), or rebuild the engine with a smaller --max")
+
+
+def _close_at_exit(backend: weakref.ref) -> None:
+    if backend() is not None:
+        backend().close()
 
 
 class EngineBackend:
@@ -79,9 +87,10 @@ class EngineBackend:
         self._events = [check(cudart.cudaEventCreate()) for _ in range(4)]
         self._buffers = [PinnedBuffer(), PinnedBuffer(), DeviceBuffer(), DeviceBuffer()]  # host in/out, device in/out
         self._bound: tuple | None = None
-        self._seen: set[tuple[int, ...]] = set()
         # Manually captured graphs (full TensorRT) per (shape, in, out); None once capture proved impossible.
         self._graphs: dict | None = {} if flavour == "tensorrt" else None
+        self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))  # saves the cache if close() never runs
+        atexit.register(self._at_exit)
 
     def _create_context(self, plan: Path):
         # User-managed activation memory: a 4 x 1088 x 1920 profile then costs its maximum only for such batches.
@@ -165,15 +174,13 @@ class EngineBackend:
         if self._graphs:
             self._graphs.clear()
 
-    def _first_run_of(self, shape: tuple[int, ...], key: tuple) -> None:
+    def _first_run_of(self, key: tuple) -> None:
         if self._graphs is not None and key not in self._graphs:
             self._capture(key)
-        if shape not in self._seen:
-            self._seen.add(shape)
-            self._save_cache()
 
     def _save_cache(self) -> None:
-        """Persist kernels TensorRT-RTX compiled for a new shape, so the next start reuses them."""
+        """Persist the kernels TensorRT-RTX compiled, so the next start reuses them. On close and at exit, not
+        per shape: its lazy JIT compiles kernels after the first run, and saving under the lock stalls frames."""
         if self._cache_file is None:
             return
         tmp = self._cache_file.with_suffix(".cache.tmp")
@@ -210,7 +217,7 @@ class EngineBackend:
                        "compute_ms": check(cudart.cudaEventElapsedTime(e1, e2)),
                        "d2h_ms": check(cudart.cudaEventElapsedTime(e2, e3)),
                        "total_ms": check(cudart.cudaEventElapsedTime(e0, e3))}
-            self._first_run_of(shape, key)
+            self._first_run_of(key)
         return out, timings
 
     def run_device(self, frames) -> DeviceArray:
@@ -239,13 +246,12 @@ class EngineBackend:
             self._bind(batch_shape, src, out.ptr)
             self._enqueue(None)  # caller-owned addresses: never a captured graph
             check(cudart.cudaStreamSynchronize(self._stream))
-            if batch_shape not in self._seen:
-                self._seen.add(batch_shape)
-                self._save_cache()
         return out
 
     def close(self) -> None:
+        atexit.unregister(self._at_exit)
         with self._lock:
+            self._save_cache()
             self._drop_graphs()
             for buffer in [*self._buffers, self._activations]:
                 buffer.free()

@@ -298,3 +298,37 @@ def test_activation_memory_follows_the_batch_shape_not_the_profile_maximum(gpu_e
         np.testing.assert_array_equal(backend.run(small)[0], max_shift(small))  # grown memory serves small ones
     finally:
         backend.close()
+
+
+def rtx_engine(gpu_engine: Path) -> Path:
+    from runtime.manifest import read_manifest
+
+    if read_manifest(gpu_engine)["tensorrt"]["flavour"] != "tensorrt_rtx":
+        pytest.skip("full TensorRT is installed: only TensorRT-RTX keeps a runtime cache")
+    gpu_engine.with_suffix(".runtime.cache").unlink(missing_ok=True)
+    return gpu_engine
+
+
+@pytest.mark.gpu
+def test_tensorrt_rtx_runtime_cache_is_saved_on_close_not_per_shape(gpu_engine):
+    plan = rtx_engine(gpu_engine)
+    cache = plan.with_suffix(".runtime.cache")
+    backend = load_backend(plan)
+    for shape in ((1, 48, 48, 3), (2, 96, 128, 3)):
+        frames = np.random.default_rng(8).integers(0, 200, shape, dtype=np.uint8)
+        np.testing.assert_array_equal(backend.run(frames)[0], max_shift(frames))
+        assert not cache.exists()  # nothing written under the inference lock
+    backend.close()
+    assert cache.stat().st_size > 0
+
+
+@pytest.mark.gpu
+def test_tensorrt_rtx_runtime_cache_is_saved_at_exit_without_close(gpu_engine):
+    plan = rtx_engine(gpu_engine)
+    script = ("import sys, numpy as np; from runtime.engine_backend import EngineBackend; "
+              "from runtime.manifest import read_manifest; p = __import__('pathlib').Path(sys.argv[1]); "
+              "b = EngineBackend(p, read_manifest(p)); b.run(np.zeros((1, 64, 64, 3), np.uint8))")
+    done = subprocess.run([sys.executable, "-c", script, str(plan)], env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert plan.with_suffix(".runtime.cache").stat().st_size > 0
