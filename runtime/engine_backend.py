@@ -151,7 +151,7 @@ class EngineBackend:
 
     def _capture(self, key: tuple) -> None:
         """Record this shape's enqueue as a CUDA graph; after a plain run, as TensorRT requires."""
-        stream = self._stream
+        stream, graph = self._stream, None
         try:
             check(cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
             try:
@@ -161,12 +161,14 @@ class EngineBackend:
             if not enqueued:
                 raise DehazeError("enqueue refused under stream capture")
             self._graphs[key] = check(cudart.cudaGraphInstantiate(graph, 0))
-            check(cudart.cudaGraphDestroy(graph))
         except DehazeError as exc:
             cudart.cudaGetLastError()  # clear the capture error so later calls start clean
             warnings.warn(f"{self.name}: CUDA graphs disabled, running plain enqueues ({exc})", stacklevel=3)
             self._drop_graphs()
             self._graphs = None
+        finally:
+            if graph:  # the captured graph, instantiated or not (its executable copy is what is kept)
+                cudart.cudaGraphDestroy(graph)
 
     def _drop_graphs(self) -> None:
         for graph in (self._graphs or {}).values():
@@ -195,6 +197,7 @@ class EngineBackend:
         """N x H x W x 3 uint8 through the engine; timings from CUDA events around each stage."""
         shape, nbytes = batch.shape, batch.nbytes
         with self._lock:
+            self._check_open()
             check(cudart.cudaSetDevice(self._device))
             moved = [buffer.ensure(nbytes) for buffer in self._buffers]
             if any(moved):
@@ -226,6 +229,7 @@ class EngineBackend:
         shape = frames.shape
         batch_shape = shape if len(shape) == 4 else (1, *shape)
         with self._lock:
+            self._check_open()
             check(cudart.cudaSetDevice(self._device))  # before allocating: the output must lie on the engine's GPU
             where = check(cudart.cudaPointerGetAttributes(frames.ptr))
             why = placement_problem(where.type, where.device, self._device)
@@ -248,11 +252,26 @@ class EngineBackend:
             check(cudart.cudaStreamSynchronize(self._stream))
         return out
 
+    @property
+    def closed(self) -> bool:
+        return self._context is None
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise DehazeError(f"{self.name}: the engine was closed; load it again")
+
     def close(self) -> None:
+        """Save TensorRT-RTX's kernels, then free graphs, context, engine, memory, events and stream; idempotent."""
         atexit.unregister(self._at_exit)
         with self._lock:
+            if self.closed:
+                return
+            cudart.cudaSetDevice(self._device)
             self._save_cache()
             self._drop_graphs()
+            # the context before the engine it came from and the memory it runs in
+            self._context = self._cache = None
+            self._engine = self._runtime = None
             for buffer in [*self._buffers, self._activations]:
                 buffer.free()
             for event in self._events:

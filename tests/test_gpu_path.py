@@ -332,3 +332,22 @@ def test_tensorrt_rtx_runtime_cache_is_saved_at_exit_without_close(gpu_engine):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert plan.with_suffix(".runtime.cache").stat().st_size > 0
+
+
+@pytest.mark.gpu
+def test_close_frees_everything_once_and_a_closed_engine_says_so(gpu_engine):
+    from export.parity import _candidate
+
+    backend = load_backend(gpu_engine)
+    frames = np.zeros((1, 64, 64, 3), np.uint8)
+    backend.run(frames)
+    backend.close()
+    backend.close()  # idempotent
+    assert backend.closed
+    with pytest.raises(DehazeError, match="the engine was closed"):
+        backend.run(frames)
+    candidate = _candidate(gpu_engine, "auto")  # parity's engine runner closes its engine too
+    candidate(frames)
+    candidate.close()
+    with pytest.raises(DehazeError, match="the engine was closed"):
+        candidate(frames)
