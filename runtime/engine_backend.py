@@ -45,7 +45,8 @@ def _close_at_exit(backend: weakref.ref) -> None:
 
 
 class EngineBackend:
-    def __init__(self, plan: Path, manifest: dict, device: int = 0) -> None:
+    def __init__(self, plan: Path, manifest: dict, device: int = 0, cuda_graphs: bool = True) -> None:
+        """cuda_graphs=False: plain enqueues only (TensorRT-RTX's own capture off too), e.g. to compare."""
         trt, flavour = import_tensorrt()
         why = incompatibility(manifest, flavour, trt.__version__, None)  # the version first: no GPU needed
         if not why and device_count() <= device:
@@ -82,17 +83,18 @@ class EngineBackend:
 
         self._cache_file = plan.with_suffix(".runtime.cache") if flavour == "tensorrt_rtx" else None
         self._activations = DeviceBuffer()  # sized per input shape, not for the profile's largest
-        self._context = self._create_context(plan)
+        self._context = self._create_context(plan, cuda_graphs)
         self._stream = check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking))
         self._events = [check(cudart.cudaEventCreate()) for _ in range(4)]
         self._buffers = [PinnedBuffer(), PinnedBuffer(), DeviceBuffer(), DeviceBuffer()]  # host in/out, device in/out
         self._bound: tuple | None = None
         # Manually captured graphs (full TensorRT) per (shape, in, out); None once capture proved impossible.
-        self._graphs: dict | None = {} if flavour == "tensorrt" else None
+        self._graphs: dict | None = {} if flavour == "tensorrt" and cuda_graphs else None
+        self._enqueued: tuple | None = None  # the input shape of the context's last enqueue
         self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))  # saves the cache if close() never runs
         atexit.register(self._at_exit)
 
-    def _create_context(self, plan: Path):
+    def _create_context(self, plan: Path, cuda_graphs: bool):
         # User-managed activation memory: a 4 x 1088 x 1920 profile then costs its maximum only for such batches.
         strategy = self._trt.ExecutionContextAllocationStrategy.USER_MANAGED
         if self._cache_file is None:
@@ -100,7 +102,8 @@ class EngineBackend:
         else:
             config = self._engine.create_runtime_config()
             config.set_execution_context_allocation_strategy(strategy)
-            config.cuda_graph_strategy = self._trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+            graphs = self._trt.CudaGraphStrategy
+            config.cuda_graph_strategy = graphs.WHOLE_GRAPH_CAPTURE if cuda_graphs else graphs.DISABLED
             self._cache = config.create_runtime_cache()
             if self._cache_file.is_file() and not self._cache.deserialize(self._cache_file.read_bytes()):
                 warnings.warn(f"{self._cache_file}: runtime cache from another GPU or version, recompiling kernels",
@@ -143,11 +146,15 @@ class EngineBackend:
         """Activation memory held now: what the largest batch shape run so far needed."""
         return self._activations.nbytes
 
-    def _enqueue(self, key: tuple) -> None:
-        if self._graphs and key in self._graphs:
+    def _enqueue(self, key: tuple | None) -> None:
+        """A shape's graph replays only right after an enqueue of that shape: whether a graph stays valid once
+        the context ran another shape (A -> B -> A) is undocumented, and a plain enqueue brings its state back."""
+        shape = self._bound
+        if self._graphs and key in self._graphs and self._enqueued == shape:
             check(cudart.cudaGraphLaunch(self._graphs[key], self._stream))
         elif not self._context.execute_async_v3(int(self._stream)):
             raise DehazeError(f"{self.name}: enqueue failed (see the TensorRT log above)")
+        self._enqueued = shape
 
     def _capture(self, key: tuple) -> None:
         """Record this shape's enqueue as a CUDA graph; after a plain run, as TensorRT requires."""
