@@ -370,3 +370,21 @@ def test_graph_replay_matches_plain_enqueues_when_shapes_alternate(gpu_engine):
     finally:
         graphs.close()
         plain.close()
+
+
+def test_auto_falls_back_to_the_cpu_with_the_reason_where_cuda_cannot_use_the_gpu():
+    from cuda.bindings import runtime as cudart
+
+    from runtime.cuda import CudaUnusable, device_count, device_count_error
+    from runtime.devices import DeviceChoice, choose_device
+
+    def old_driver() -> int:  # what device_count raises on an R535 driver (CUDA 12.2) under the CUDA 13 runtime
+        raise CudaUnusable(device_count_error(cudart.cudaError_t.cudaErrorInsufficientDriver, 12020, 13050))
+
+    choice = choose_device("auto", old_driver)
+    assert (choice.device, choice.gpus) == ("cpu", 0)
+    assert choice.note.startswith("CUDA error cudaErrorInsufficientDriver") and choice.note.endswith("on the CPU")
+    with pytest.raises(CudaUnusable, match="R580"):
+        choose_device("cuda:0", old_driver)  # a GPU asked for by name: no silent fallback
+    assert choose_device("cpu", old_driver) == DeviceChoice("cpu", 0, None)
+    assert choose_device("auto") == DeviceChoice("auto", device_count(), None)  # this machine, for real
