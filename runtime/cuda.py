@@ -28,7 +28,8 @@ class CudaUnusable(DehazeError):
     """A driver is installed but CUDA cannot use it (too old for this CUDA runtime, broken install)."""
 
 
-def _version(number: int) -> str:
+def version_text(number: int) -> str:
+    """CUDA's 1000 * major + 10 * minor -> 'major.minor'."""
     return f"{number // 1000}.{number % 1000 // 10}"
 
 
@@ -38,8 +39,8 @@ def device_count_error(err, driver_version: int, runtime_version: int) -> str | 
     if err == SUCCESS or err == cudart.cudaError_t.cudaErrorNoDevice or driver_version == 0:
         return None
     name = cudart.cudaGetErrorName(err)[1].decode()
-    fix = (f"the driver supports CUDA {_version(driver_version)}, cuda-bindings links the CUDA "
-           f"{_version(runtime_version)} runtime")
+    fix = (f"the driver supports CUDA {version_text(driver_version)}, cuda-bindings links the CUDA "
+           f"{version_text(runtime_version)} runtime")
     if err == cudart.cudaError_t.cudaErrorInsufficientDriver:
         fix += (f"; install an NVIDIA driver for CUDA {runtime_version // 1000} (R580 or newer for CUDA 13), or use "
                 f"the CUDA {driver_version // 1000} packages: pip install 'cuda-bindings=={driver_version // 1000}.*' "

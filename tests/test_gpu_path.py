@@ -53,23 +53,6 @@ def max_shift(frames: np.ndarray) -> np.ndarray:
     return frames + (255 - frames.max(axis=(-3, -2), keepdims=True))
 
 
-def gpu_unusable() -> str | None:
-    """Why no engine can run on GPU 0 here (the precise reason a GPU test is skipped); None when one can."""
-    from runtime.cuda import CudaUnusable, compute_capability, device_count
-    from runtime.trt import TensorRTMissing, import_tensorrt, rtx_unsupported
-
-    try:
-        if not device_count():
-            return "no NVIDIA GPU is usable here (cudaGetDeviceCount reports none)"
-    except CudaUnusable as exc:
-        return str(exc)
-    try:
-        trt, flavour = import_tensorrt()
-    except TensorRTMissing as exc:
-        return str(exc)
-    return rtx_unsupported(trt, compute_capability(0)) if flavour == "tensorrt_rtx" else None
-
-
 def cuda_torch():
     """torch with CUDA, or a skip saying what is missing."""
     torch = pytest.importorskip("torch")
@@ -82,7 +65,9 @@ def cuda_torch():
 @pytest.fixture(scope="module")
 def gpu_engine(tmp_path_factory) -> Path:
     """The max-shift model as an FP32 engine for GPU 0, batch 1-2, 48 x 48 .. 128 x 128."""
-    why = gpu_unusable()
+    from runtime.dehazer import engine_unusable
+
+    why = engine_unusable(0)  # the precise reason: no GPU, an old driver, no TensorRT for this GPU
     if why:
         pytest.skip(why)
     from export.engine import BuildOptions, Profile, build_engine, import_tensorrt
