@@ -130,7 +130,8 @@ class EngineBackend:
 
     def _size_activations(self, shape: tuple[int, ...]) -> None:
         """Give the context the activation memory this input shape needs (grown, never shrunk)."""
-        needed = int(self._context.update_device_memory_size_for_shapes())
+        # at least some: a user-managed context needs memory set before it runs, whatever the shape needs
+        needed = max(int(self._context.update_device_memory_size_for_shapes()), ALIGNMENT)
         if needed > self._activations.nbytes:
             self._drop_graphs()  # captured graphs point at the memory about to be replaced
             try:
@@ -138,8 +139,7 @@ class EngineBackend:
             except DehazeError as exc:
                 free, total = check(cudart.cudaMemGetInfo())
                 raise DehazeError(f"{self.name}: {exc}; " + memory_advice(needed, free, total, shape[:3])) from None
-        if self._activations.nbytes:
-            self._context.set_device_memory(self._activations.ptr, self._activations.nbytes)
+        self._context.set_device_memory(self._activations.ptr, self._activations.nbytes)
 
     @property
     def activation_bytes(self) -> int:
