@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from kanet.cli import UserError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("exits 0 when the best path here works (also on a machine without a GPU), 1 when a GPU is "
@@ -19,5 +21,8 @@ def run(args: argparse.Namespace) -> int:
     report = diagnose()
     print(table(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(asdict(report), indent=2))
+        try:
+            Path(args.json).write_text(json.dumps(asdict(report), indent=2))
+        except OSError as exc:
+            raise UserError(f"--json {args.json}: cannot write the report ({exc.strerror or exc})") from None
     return report.exit_code
