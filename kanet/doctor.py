@@ -150,8 +150,9 @@ def _backend(gpus: list[Gpu], providers: list[str]) -> tuple[str, str]:
     why_not = engine_unusable(0)
     if why_not is None:
         trt, flavour = import_tensorrt()
-        return f"{flavour} {trt.__version__} engine on GPU 0", f"GPU 0 ({gpus[0].name}, {gpus[0].compute_capability}) " \
-                                                              f"is usable and {flavour} supports it"
+        gpu = gpus[0]
+        return (f"{flavour} {trt.__version__} engine on GPU 0",
+                f"GPU 0 ({gpu.name}, {gpu.compute_capability}) is usable and {flavour} supports it")
     usable = [p for p in PREFERRED if p in providers and (gpus or p not in GPU_PROVIDERS)]
     chosen = usable[0] if usable else "CPUExecutionProvider"
     return f"onnxruntime {chosen}", f"no engine: {why_not}"
@@ -176,7 +177,8 @@ def diagnose() -> DoctorReport:
     elif cuda_problem:
         verdict, code = f"a GPU is present but unusable: {cuda_problem}", 1
     elif not engine:
-        verdict, code = f"a GPU is present but no TensorRT can run engines on it: {reason.removeprefix('no engine: ')}", 1
+        verdict = f"a GPU is present but no engine can run on it: {reason.removeprefix('no engine: ')}"
+        code = 1
     else:
         verdict, code = f"the engine path works: {backend}", 0
     return DoctorReport(driver, driver_cuda, driver_problem, nvml_gpus, gpus, _version("cuda-bindings"), runtime,

@@ -45,7 +45,8 @@ def test_doctor_on_this_machine_reports_every_part_and_writes_json(tmp_path):
         assert doc["backend_reason"] == "no engine: no NVIDIA GPU is usable here"
         assert rtx["gpus"] == []
     bad = kanet("doctor", "--json", str(tmp_path / "missing" / "doctor.json"), cwd=tmp_path)
-    assert bad.returncode == 2 and bad.stderr.startswith("kanet doctor: error: --json ") and len(bad.stderr.splitlines()) == 1
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1
+    assert bad.stderr.startswith("kanet doctor: error: --json ")
 
 
 @pytest.mark.gpu
