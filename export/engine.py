@@ -190,7 +190,6 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
         # TensorRT-RTX compiles kernels just in time on first run; the runtime keeps them here.
         cache_file = engine_path.with_suffix(".runtime.cache")
     else:
-        targets = ["current"]
         cache_file = engine_path.with_suffix(".timing.cache")
         cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
         config.set_timing_cache(cache, ignore_mismatch=False)

@@ -150,7 +150,7 @@ class _EngineCandidate:
         return np.asarray(self.dehazer(feed))
 
     def close(self) -> None:
-        pass
+        self.dehazer.close()
 
 
 def _candidate(path: Path, device: str):

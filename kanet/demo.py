@@ -39,6 +39,7 @@ class DemoOptions:
     clip_size: tuple[int, int] = (240, 320)  # H, W
     backend: str = "auto"
     device: str = "auto"              # runtime.devices: auto, cpu or cuda:N
+    cuda_unusable: bool = False       # a GPU CUDA cannot use (old driver): engines built ahead of time, as on a CPU
     half: bool = False                # dehaze with the FP16 engine / ONNX
     engine_cache: Path = PROJECT / "engines" / "cache"
 
@@ -57,6 +58,7 @@ class DemoLog:
 
 def export_step(opts: DemoOptions, log: DemoLog) -> dict:
     """Export + engine, reused when export.json was written from the same checkpoint."""
+    from export.engine import RTX_TARGETS, BuildOptions
     from export.pipeline import export_checkpoint
 
     out = opts.out / "export"
@@ -68,7 +70,10 @@ def export_step(opts: DemoOptions, log: DemoLog) -> dict:
         if summary["checkpoint"]["sha256"] == sha and all(f.is_file() for f in files):
             log.notes["export"] = "reused (same checkpoint)"
             return summary
-    summary = log.timed("export + engine", export_checkpoint, opts.checkpoint, out, cache_dir=opts.engine_cache)
+    # where CUDA cannot say which GPU this is, TensorRT-RTX builds for all its targets, as on a CPU machine
+    options = BuildOptions(compute_capabilities=RTX_TARGETS) if opts.cuda_unusable else BuildOptions()
+    summary = log.timed("export + engine", export_checkpoint, opts.checkpoint, out, options=options,
+                        cache_dir=opts.engine_cache)
     engine = summary["engine"]
     log.notes["export"] = ("engine reused from cache" if engine["reused_from_cache"]
                            else f"engine built in {engine['build_seconds']} s")

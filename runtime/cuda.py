@@ -28,7 +28,8 @@ class CudaUnusable(DehazeError):
     """A driver is installed but CUDA cannot use it (too old for this CUDA runtime, broken install)."""
 
 
-def _version(number: int) -> str:
+def version_text(number: int) -> str:
+    """CUDA's 1000 * major + 10 * minor -> 'major.minor'."""
     return f"{number // 1000}.{number % 1000 // 10}"
 
 
@@ -38,8 +39,8 @@ def device_count_error(err, driver_version: int, runtime_version: int) -> str | 
     if err == SUCCESS or err == cudart.cudaError_t.cudaErrorNoDevice or driver_version == 0:
         return None
     name = cudart.cudaGetErrorName(err)[1].decode()
-    fix = (f"the driver supports CUDA {_version(driver_version)}, cuda-bindings links the CUDA "
-           f"{_version(runtime_version)} runtime")
+    fix = (f"the driver supports CUDA {version_text(driver_version)}, cuda-bindings links the CUDA "
+           f"{version_text(runtime_version)} runtime")
     if err == cudart.cudaError_t.cudaErrorInsufficientDriver:
         fix += (f"; install an NVIDIA driver for CUDA {runtime_version // 1000} (R580 or newer for CUDA 13), or use "
                 f"the CUDA {driver_version // 1000} packages: pip install 'cuda-bindings=={driver_version // 1000}.*' "
@@ -149,16 +150,3 @@ class DeviceArray:
         except Exception:  # interpreter shutdown or a lost context: nothing left to free
             pass
 
-
-def device_view(array) -> tuple[int, tuple[int, ...], int | None]:
-    """(pointer, shape, producer stream) of a C-contiguous uint8 array exposing __cuda_array_interface__."""
-    cai = array.__cuda_array_interface__
-    shape = tuple(int(s) for s in cai["shape"])
-    if cai["typestr"] not in ("|u1", "<u1", ">u1"):
-        raise DehazeError(f"device frames: expected uint8, got typestr {cai['typestr']!r}")
-    strides = cai.get("strides")
-    if strides is not None and tuple(strides) != tuple(int(math.prod(shape[i + 1:])) for i in range(len(shape))):
-        raise DehazeError("device frames: expected a C-contiguous array (call .contiguous() / cupy.ascontiguousarray)")
-    if len(shape) not in (3, 4) or shape[-1] != 3:
-        raise DehazeError(f"device frames: expected H x W x 3 or N x H x W x 3 BGR, got shape {shape}")
-    return int(cai["data"][0]), shape, cai.get("stream")

@@ -23,16 +23,23 @@ ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 TIMING_KEYS = ("h2d_ms", "compute_ms", "d2h_ms", "total_ms")
 
 
-def _engines_usable() -> bool:
-    """A GPU and TensorRT (or TensorRT-RTX) are both present."""
-    try:
-        from .cuda import device_count
-        from .trt import import_tensorrt
+def engine_unusable(device: int = 0) -> str | None:
+    """Why no engine can run on GPU `device` here (no TensorRT, no usable GPU, a TensorRT-RTX without kernels
+    for it); None when one can. What `--backend auto` decides on, and what `kanet doctor` reports."""
+    from .cuda import CudaUnusable, compute_capability, device_count
+    from .trt import TensorRTMissing, import_tensorrt, rtx_unsupported
 
-        import_tensorrt()
-        return device_count() > 0
-    except ImportError:
-        return False
+    try:
+        trt, flavour = import_tensorrt()
+    except TensorRTMissing as exc:
+        return str(exc)
+    try:
+        gpus = device_count()
+    except CudaUnusable as exc:
+        return str(exc)
+    if gpus <= device:
+        return f"GPU {device} does not exist ({gpus} usable)" if gpus else "no NVIDIA GPU is usable here"
+    return rtx_unsupported(trt, compute_capability(device)) if flavour == "tensorrt_rtx" else None
 
 
 def resolve_model(path: Path, backend: str, device: str = "auto", half: bool = False) -> Path:
@@ -43,7 +50,7 @@ def resolve_model(path: Path, backend: str, device: str = "auto", half: bool = F
     engines = [path / "kanet_fp16.plan"] + ([] if half else [path / "kanet_fp32.plan"])
     onnx = [path / "kanet_fp16.onnx"] if half else [path / "kanet_fp32.onnx", path / "kanet_fp16.onnx"]
     if backend == "tensorrt" or (backend == "auto" and device != "cpu" and any(e.is_file() for e in engines)
-                                 and _engines_usable()):
+                                 and engine_unusable(gpu_index(device)) is None):
         candidates = engines
     else:
         candidates = onnx

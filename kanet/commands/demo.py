@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from kanet.cli import UserError, number
@@ -32,19 +33,21 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from kanet.demo import DemoOptions, run_demo
-    from runtime.cuda import device_count
-    from runtime.devices import parse_device
+    from runtime.devices import choose_device, parse_device
 
-    device = parse_device(args.device)
+    choice = choose_device(parse_device(args.device))
+    if choice.note:
+        print(f"kanet demo: {choice.note}", file=sys.stderr)
     checkpoint, photos = Path(args.checkpoint), Path(args.photos)
     if not checkpoint.is_file():
         raise UserError(f"{checkpoint}: no such checkpoint (train one with `kanet train`, or pass --checkpoint)")
     if not photos.is_dir():
         raise UserError(f"{photos}: no such folder of photographs")
-    gpu = device != "cpu" and device_count() > 0
+    gpu = choice.gpus > 0
     opts = DemoOptions(out=Path(args.out), checkpoint=checkpoint, photos=photos,
                        max_side=args.max_side if args.max_side else (None if gpu else 480),
-                       clip_frames=args.clip_frames, backend=args.backend, device=device, half=args.half)
+                       clip_frames=args.clip_frames, backend=args.backend, device=choice.device, half=args.half,
+                       cuda_unusable=bool(choice.note))
     with tqdm(desc="demo", unit="check") as bar:
         summary = run_demo(opts, bar)
     print(summary.read_text())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from kanet.cli import UserError, number
@@ -39,13 +40,15 @@ def run(args: argparse.Namespace) -> int:
     from export.parity import Thresholds, frame_cases, run_parity, write_report
     from training import load_checkpoint
 
-    from runtime.cuda import device_count
     from runtime.dehazer import ENGINE_SUFFIXES, resolve_model
-    from runtime.devices import parse_device
+    from runtime.devices import choose_device, parse_device
     from runtime.manifest import read_manifest
 
-    device = parse_device(args.device)
-    gpus = 0 if device == "cpu" else device_count()
+    asked = parse_device(args.device)
+    choice = choose_device(asked)
+    if choice.note:
+        print(f"kanet parity: {choice.note}", file=sys.stderr)
+    device, gpus = choice.device, choice.gpus
     paths = [Path(p) for p in args.onnx]
     engines = [Path(p) for p in args.engine]
     for model in (resolve_model(Path(m), "auto", device) for m in args.model):
@@ -55,12 +58,12 @@ def run(args: argparse.Namespace) -> int:
         found = sorted(Path(args.export_dir).glob("kanet_*.plan"))
         if found and not gpus:
             print(f"kanet parity: {', '.join(map(str, found))} not checked: running an engine needs an NVIDIA GPU"
-                  f"{' (--device cpu)' if device == 'cpu' else ''}")
+                  f"{' (--device cpu)' if asked == 'cpu' else ''}")
         elif found:
             engines += found
     if engines and not gpus:
         raise UserError(f"{engines[0]}: running an engine needs an NVIDIA GPU; "
-                        f"{'--device cpu' if device == 'cpu' else 'none is present'}")
+                        f"{'--device cpu' if asked == 'cpu' else 'none is usable here'}")
     if not paths and not engines:
         raise UserError("nothing to check: give --model M, --onnx PATH, --engine PATH or --export-dir DIR")
     candidates = {p.stem: (p, "fp16" if "fp16" in p.stem else "fp32") for p in paths}
