@@ -9,6 +9,7 @@ import onnxslim
 import torch
 
 from training import KANet
+from training.models.layers import ATTENTION_FORMS, attention_export_form
 
 from .errors import ExportError
 from .wrappers import IO_KINDS, IO_NAMES
@@ -18,8 +19,11 @@ DEFAULT_OPSET = 17
 
 
 def export_onnx(model: KANet, path: str | Path, io: str = "frames", opset: int = DEFAULT_OPSET,
-                simplify: bool = True) -> dict:
+                simplify: bool = True, attention: str = "multihead") -> dict:
     """Write the deployed graph to `path`; return what was checked.
+
+    attention="multihead" writes each attention as com.microsoft.MultiHeadAttention (for ONNX
+    Runtime), "matmul" as the Q-scaled MatMul -> Softmax -> MatMul chain (for TensorRT).
 
     The TorchScript-based exporter is used: torch.export cannot yet prove the
     shape relations of a strided pyramid with a dynamic height and width
@@ -27,6 +31,8 @@ def export_onnx(model: KANet, path: str | Path, io: str = "frames", opset: int =
     """
     if io not in IO_KINDS:
         raise ExportError(f"--io must be one of {sorted(IO_KINDS)}, got {io!r}")
+    if attention not in ATTENTION_FORMS:
+        raise ExportError(f"attention must be one of {ATTENTION_FORMS}, got {attention!r}")
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is not supported: KA-Net needs opset >= {MIN_OPSET} "
                           "(LayerNormalization as one node, which TensorRT keeps in FP32)")
@@ -38,11 +44,11 @@ def export_onnx(model: KANet, path: str | Path, io: str = "frames", opset: int =
     example = (torch.randint(0, 256, (2, 64, 80, 3), dtype=torch.uint8) if io == "frames"
                else torch.rand(2, 3, 64, 80) * 2 - 1)
     axes = {0: "batch", 1: "height", 2: "width"} if io == "frames" else {0: "batch", 2: "height", 3: "width"}
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), attention_export_form(attention):
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, (example,), str(path), input_names=[in_name], output_names=[out_name],
                           dynamic_axes={in_name: axes, out_name: axes}, opset_version=opset,
-                          do_constant_folding=True, dynamo=False)
+                          do_constant_folding=True, dynamo=False, custom_opsets={"com.microsoft": 1})
     graph = onnx.load(str(path))
     if simplify:
         graph = onnxslim.slim(graph)
@@ -58,7 +64,8 @@ def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
 
 
 def attention_report(model: onnx.ModelProto) -> dict:
-    """Count MatMul -> Softmax -> MatMul chains and how many scale Q before the first MatMul."""
+    """Count fused MultiHeadAttention nodes, MatMul -> Softmax -> MatMul chains and how many of
+    those scale Q before the first MatMul."""
     graph = model.graph
     producers = _producers(graph)
     consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -77,4 +84,5 @@ def attention_report(model: onnx.ModelProto) -> dict:
         scale = producers.get(first.input[0])
         if scale is not None and scale.op_type == "Mul":
             q_scaled += 1
-    return {"softmax_chains": chains, "q_scaled_chains": q_scaled}
+    multihead = sum(1 for n in graph.node if (n.domain, n.op_type) == ("com.microsoft", "MultiHeadAttention"))
+    return {"multihead_attention": multihead, "softmax_chains": chains, "q_scaled_chains": q_scaled}

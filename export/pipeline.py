@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
+
+import onnx
 
 from runtime.manifest import manifest_path, sha256_file
 from training import CheckpointError, load_checkpoint
@@ -11,7 +14,7 @@ from training import CheckpointError, load_checkpoint
 from .engine import BuildOptions, build_engine, cached_engine
 from .errors import ExportError
 from .fp16 import convert_fp16
-from .onnx_export import DEFAULT_OPSET, export_onnx
+from .onnx_export import DEFAULT_OPSET, attention_report, export_onnx
 
 DEFAULT_CACHE = Path("engines") / "cache"
 
@@ -20,6 +23,10 @@ def engine_from_onnx(onnx_path: Path, out_dir: Path, options: BuildOptions, cach
                      precision: str, fp32_nodes: list[str], checkpoint_sha256: str | None = None) -> dict:
     """The engine for onnx_path in out_dir: reused from cache_dir when inputs and options match."""
     options.profile.validate()
+    if attention_report(onnx.load(str(onnx_path), load_external_data=False))["multihead_attention"]:
+        raise ExportError(f"{onnx_path}: holds com.microsoft.MultiHeadAttention, the ONNX Runtime form, which "
+                          "TensorRT cannot parse; build from kanet_fp16.onnx, or from kanet_fp32_tensorrt.onnx "
+                          "(written by `kanet export --precision fp32`)")
     target = out_dir / f"kanet_{precision}.plan"
     hit, key = cached_engine(cache_dir, onnx_path, options)
     if hit is None:
@@ -53,14 +60,23 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, io: str = "fr
     out_dir.mkdir(parents=True, exist_ok=True)
     fp32_path, fp16_path = out_dir / "kanet_fp32.onnx", out_dir / "kanet_fp16.onnx"
     summary = {"checkpoint": {"path": str(checkpoint), "sha256": sha256_file(checkpoint)}}
+    # ONNX Runtime gets fused MultiHeadAttention; engines are built from the MatMul-chain form that
+    # TensorRT fuses (it cannot parse com.microsoft ops), kept only when an FP32 engine needs it.
     summary["onnx_fp32"] = export_onnx(model, fp32_path, io=io, opset=opset, simplify=simplify)
-    fp16 = convert_fp16(fp32_path, fp16_path)
-    summary["onnx_fp16"] = {k: v for k, v in fp16.items() if k != "fp32_nodes"}
-    summary["fp32_nodes"] = fp16["fp32_nodes"]
-    if engine:
-        source = fp16_path if precision == "fp16" else fp32_path
-        kept = sorted(fp16["fp32_nodes"]) if precision == "fp16" else []
-        summary["engine"] = engine_from_onnx(source, out_dir, options, Path(cache_dir), precision, kept,
-                                             summary["checkpoint"]["sha256"])
+    with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
+        keep_chain = engine and precision == "fp32"
+        chain_path = out_dir / "kanet_fp32_tensorrt.onnx" if keep_chain else Path(scratch) / "chain.onnx"
+        chain = export_onnx(model, chain_path, io=io, opset=opset, simplify=simplify, attention="matmul")
+        if keep_chain:
+            summary["onnx_fp32_tensorrt"] = chain
+        fp16 = convert_fp16(chain_path, fp16_path)
+        summary["onnx_fp16"] = {k: v for k, v in fp16.items() if k != "fp32_nodes"}
+        summary["onnx_fp16"]["attention"] = chain["attention"]
+        summary["fp32_nodes"] = fp16["fp32_nodes"]
+        if engine:
+            source = fp16_path if precision == "fp16" else chain_path
+            kept = sorted(fp16["fp32_nodes"]) if precision == "fp16" else []
+            summary["engine"] = engine_from_onnx(source, out_dir, options, Path(cache_dir), precision, kept,
+                                                 summary["checkpoint"]["sha256"])
     (out_dir / "export.json").write_text(json.dumps(summary, indent=2))
     return summary

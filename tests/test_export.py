@@ -16,6 +16,7 @@ from conftest import HAS_GPU, REPO, SAMPLES, SMALL
 from export import ExportError
 from export.engine import BuildOptions, import_tensorrt
 from export.parity import Thresholds, compare, frame_cases, run_parity
+from export.onnx_export import attention_report
 from export.pipeline import engine_from_onnx, export_checkpoint
 from export.wrappers import FrameIO
 from runtime.manifest import incompatibility, read_manifest, sha256_file
@@ -43,8 +44,12 @@ def test_fp32_onnx_structure(exported):
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
     assert dims == ["batch", "height", "width", 3]
     onnx.checker.check_model(model, full_check=True)
-    attention = exported["summary"]["onnx_fp32"]["attention"]
-    assert attention == {"softmax_chains": 14, "q_scaled_chains": 14}
+    # ONNX Runtime's model: every attention fused, no score matrix; the engine source keeps the chains
+    assert attention_report(model) == exported["summary"]["onnx_fp32"]["attention"] == \
+        {"multihead_attention": 14, "softmax_chains": 0, "q_scaled_chains": 0}
+    assert exported["summary"]["onnx_fp16"]["attention"] == \
+        {"multihead_attention": 0, "softmax_chains": 14, "q_scaled_chains": 14}
+    assert "MultiHeadAttention" not in {n.op_type for n in _graph(exported["dir"] / "kanet_fp16.onnx").graph.node}
 
 
 def test_export_prints_a_short_summary_and_keeps_the_details_in_export_json(checkpoint, exported):
@@ -55,8 +60,9 @@ def test_export_prints_a_short_summary_and_keeps_the_details_in_export_json(chec
         row = next(line.split() for line in lines if line.split()[0] == name)
         size = (out / name).stat().st_size
         assert row[1:3] == (f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB").split()
-    assert f"FP16 ONNX, {len(summary['fp32_nodes'])} nodes kept FP32" in exported["stdout"]
-    assert lines[-1].startswith("attention: 14 of 14 MatMul -> Softmax -> MatMul chains scale Q first")
+    assert f"FP16 ONNX, engine source, {len(summary['fp32_nodes'])} nodes kept FP32" in exported["stdout"]
+    assert lines[-1].startswith("attention: 14 MultiHeadAttention nodes for ONNX Runtime; engine sources: "
+                                "14 of 14 MatMul -> Softmax -> MatMul chains scale Q first")
     assert "{" not in exported["stdout"]  # the reasons dict stays in export.json
     assert len(json.loads((out / "export.json").read_text())["fp32_nodes"]) == len(summary["fp32_nodes"])
 
@@ -255,6 +261,13 @@ def test_build_rejects_a_missing_onnx(tmp_path):
     assert result.returncode == 2 and "none.onnx: no such ONNX file" in result.stderr
 
 
+def test_build_refuses_the_onnx_runtime_model_and_names_the_engine_sources(exported, tmp_path):
+    result = _kanet("build", str(exported["dir"] / "kanet_fp32.onnx"), "--out", str(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "kanet_fp32.onnx: holds com.microsoft.MultiHeadAttention" in result.stderr
+    assert "kanet_fp16.onnx" in result.stderr and "kanet_fp32_tensorrt.onnx" in result.stderr
+
+
 @pytest.mark.skipif(HAS_GPU, reason="checks the message shown on machines without a GPU")
 def test_cli_parity_engine_without_gpu_is_a_clear_error(checkpoint, exported, tmp_path):
     engine = exported["dir"] / "kanet_fp16.plan"
@@ -308,3 +321,13 @@ def test_engine_runs_on_gpu_and_matches_onnx(exported, tmp_path):
     ref = session.run(None, {"frames": frames})[0]
     metrics = compare(ref, out)
     assert metrics["nonfinite"] == 0 and metrics["psnr_db"] >= 45 and metrics["within_2_steps"] >= 0.99
+
+
+def test_fp32_engine_is_built_from_the_kept_chain_model(checkpoint, tmp_path):
+    summary = export_checkpoint(checkpoint, tmp_path / "out", precision="fp32", options=SMALL,
+                                cache_dir=tmp_path / "cache")
+    chain = tmp_path / "out" / "kanet_fp32_tensorrt.onnx"
+    assert attention_report(_graph(chain)) == summary["onnx_fp32_tensorrt"]["attention"] == \
+        {"multihead_attention": 0, "softmax_chains": 14, "q_scaled_chains": 14}
+    manifest = read_manifest(tmp_path / "out" / "kanet_fp32.plan")
+    assert manifest["onnx"]["sha256"] == sha256_file(chain) and manifest["precision"] == "fp32"

@@ -46,9 +46,11 @@ def _size(path: Path) -> str:
 
 def describe_export(summary: dict, out: Path) -> str:
     """A few lines for a person: each file with its size and role; the details stay in export.json."""
-    attention = summary["onnx_fp32"]["attention"]
-    rows = [(Path(summary["onnx_fp32"]["path"]), "FP32 ONNX"),
-            (Path(summary["onnx_fp16"]["path"]), f"FP16 ONNX, {len(summary['fp32_nodes'])} nodes kept FP32")]
+    fused, chains = summary["onnx_fp32"]["attention"], summary["onnx_fp16"]["attention"]
+    rows = [(Path(summary["onnx_fp32"]["path"]), "FP32 ONNX for ONNX Runtime"),
+            (Path(summary["onnx_fp16"]["path"]), f"FP16 ONNX, engine source, {len(summary['fp32_nodes'])} nodes kept FP32")]
+    if "onnx_fp32_tensorrt" in summary:
+        rows.append((Path(summary["onnx_fp32_tensorrt"]["path"]), "FP32 ONNX, engine source"))
     if "engine" in summary:
         engine = summary["engine"]
         how = "reused from cache" if engine["reused_from_cache"] else f"built in {engine['build_seconds']:.0f} s"
@@ -59,6 +61,7 @@ def describe_export(summary: dict, out: Path) -> str:
     width = max(len(path.name) for path, _ in rows)
     lines = [f"exported {summary['checkpoint']['path']} to {out}/"]
     lines += [f"  {path.name:{width}s}  {_size(path):>10s}  {what}" for path, what in rows]
-    lines.append(f"attention: {attention['q_scaled_chains']} of {attention['softmax_chains']} "
+    lines.append(f"attention: {fused['multihead_attention']} MultiHeadAttention nodes for ONNX Runtime; "
+                 f"engine sources: {chains['q_scaled_chains']} of {chains['softmax_chains']} "
                  "MatMul -> Softmax -> MatMul chains scale Q first (the form TensorRT fuses)")
     return "\n".join(lines)

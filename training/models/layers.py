@@ -1,6 +1,9 @@
 """Small building blocks shared by the encoder and decoder."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -16,17 +19,64 @@ def image_to_tokens(x: Tensor) -> Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
-def scaled_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
-    """softmax(q k^T * scale) v with Q pre-scaled.
+# How attention is written into an ONNX export: "matmul" (Mul(Q, scale) -> MatMul -> Softmax -> MatMul,
+# the chain TensorRT fuses) or "multihead" (one com.microsoft.MultiHeadAttention node, ONNX Runtime's
+# fused kernel, which never materialises the score matrix).
+ATTENTION_FORMS = ("matmul", "multihead")
+_export_form = "matmul"
 
-    Scaling Q before the first MatMul yields the MatMul -> Softmax -> MatMul
-    chain that TensorRT fuses into one flash-attention kernel, so the
-    (queries x keys) score matrix never lands in memory. Eager PyTorch takes
-    its own fused kernel for the same maths.
+
+@contextmanager
+def attention_export_form(form: str) -> Iterator[None]:
+    """Export every attention in `form` while the context is open."""
+    global _export_form
+    if form not in ATTENTION_FORMS:
+        raise ValueError(f"attention form must be one of {ATTENTION_FORMS}, got {form!r}")
+    previous, _export_form = _export_form, form
+    try:
+        yield
+    finally:
+        _export_form = previous
+
+
+class _MultiHeadAttention(torch.autograd.Function):
+    """softmax(q k^T * scale) v on (B, S, heads * d) tensors; exported as one com.microsoft node."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, heads: int, scale: float) -> Tensor:
+        batch, queries, _ = q.shape
+
+        def split(t: Tensor) -> Tensor:
+            return t.reshape(batch, t.shape[1], heads, -1).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(q), split(k), split(v), scale=scale)
+        return out.transpose(1, 2).reshape(batch, queries, -1)
+
+    @staticmethod
+    def symbolic(g, q, k, v, heads: int, scale: float):
+        out = g.op("com.microsoft::MultiHeadAttention", q, k, v, num_heads_i=heads, scale_f=scale)
+        out.setType(q.type())  # (B, S, heads * d), as Q: the exporter cannot infer a custom op's type
+        return out
+
+
+def scaled_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    """softmax(q k^T * scale) v over (B, heads, S, d) tensors.
+
+    In the "matmul" export form Q is scaled before the first MatMul, the
+    MatMul -> Softmax -> MatMul chain that TensorRT fuses into one
+    flash-attention kernel. Eager PyTorch takes its own fused kernel.
     """
-    if torch.onnx.is_in_onnx_export():
+    if not torch.onnx.is_in_onnx_export():
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    if _export_form == "matmul":
         return torch.matmul(torch.softmax(torch.matmul(q * scale, k.transpose(-2, -1)), dim=-1), v)
-    return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    batch, heads, queries, _ = q.shape
+
+    def merge(t: Tensor) -> Tensor:  # the Transposes cancel against the callers' in ONNX Runtime
+        return t.transpose(1, 2).reshape(batch, t.shape[2], -1)
+
+    out = _MultiHeadAttention.apply(merge(q), merge(k), merge(v), int(heads), float(scale))
+    return out.reshape(batch, queries, heads, -1).transpose(1, 2)
 
 
 def nearest_token_index(in_len: int, out_len: Tensor | int) -> Tensor:
