@@ -48,7 +48,8 @@ def export_onnx(model: KANet, path: str | Path, io: str = "frames", opset: int =
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, (example,), str(path), input_names=[in_name], output_names=[out_name],
                           dynamic_axes={in_name: axes, out_name: axes}, opset_version=opset,
-                          do_constant_folding=True, dynamo=False, custom_opsets={"com.microsoft": 1})
+                          do_constant_folding=True, dynamo=False,
+                          custom_opsets={"com.microsoft": 1} if attention == "multihead" else None)
     graph = onnx.load(str(path))
     if simplify:
         graph = onnxslim.slim(graph)
