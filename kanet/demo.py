@@ -23,9 +23,9 @@ from runtime.cuda import device_count
 from runtime.imagefile import read_image, write_image
 from runtime.manifest import sha256_file
 
+from .bundled import DEFAULT_CHECKPOINT, SAMPLES
+
 PROJECT = Path(__file__).resolve().parents[1]
-DEFAULT_CHECKPOINT = PROJECT / "weights" / "kanet_outdoor.pt"
-SAMPLES = PROJECT / "samples"
 METHODS = ("hazy input", "dark channel prior", "KA-Net")
 
 

@@ -13,7 +13,7 @@ from export.engine import BuildOptions, Profile
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
-SAMPLES = REPO / "samples"
+SAMPLES = REPO / "kanet" / "samples"
 
 
 def _has_gpu() -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +28,8 @@ from kanet.cli import SUBCOMMANDS
 TINY = ["--resolution", "64x64", "--iterations", "2", "--warmup", "1", "--budget", "1", "--no-progress"]
 
 
-def kanet(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kanet", *args], capture_output=True, text=True, cwd=REPO)
+def kanet(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kanet", *args], capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +40,13 @@ def export_dir(checkpoint, exported) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_run(export_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bench_out")
-    done = kanet("bench", "--checkpoint", str(export_dir["checkpoint"]), "--export-dir", str(export_dir["dir"]),
+    """`kanet bench --quick`, shrunk, from an empty folder outside the repository, the export folder given
+    relative to it (the video figure's `kanet run` must find it)."""
+    out, elsewhere = tmp_path_factory.mktemp("bench_out"), tmp_path_factory.mktemp("elsewhere")
+    done = kanet("bench", "--quick", "--checkpoint", str(export_dir["checkpoint"]),
+                 "--export-dir", os.path.relpath(export_dir["dir"], elsewhere),
                  "--backends", "torch-eager,torch-autocast,onnxruntime,tensorrt", "--video-size", "64x64",
-                 "--video-frames", "3", "--out", str(out), *TINY)
+                 "--video-frames", "3", "--out", str(out), *TINY, cwd=elsewhere)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 

@@ -10,7 +10,7 @@ from ._model import add_model_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from kanet.demo import DEFAULT_CHECKPOINT, SAMPLES
+    from kanet.bundled import DEFAULT_CHECKPOINT, SAMPLES
 
     parser.epilog = ("Steps: export (FP32 + FP16 ONNX) and engine build (TensorRT on a GPU machine, TensorRT-RTX "
                      "ahead of time elsewhere), parity against PyTorch, dehazing of the sample photographs and a "
@@ -31,12 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from kanet.bundled import DEFAULT_CHECKPOINT
     from kanet.demo import DemoOptions, run_demo
     from runtime.cuda import device_count
     from runtime.devices import parse_device
 
     device = parse_device(args.device)
     checkpoint, photos = Path(args.checkpoint), Path(args.photos)
+    if not checkpoint.is_file() and checkpoint == DEFAULT_CHECKPOINT:
+        raise UserError(f"{checkpoint}: the project's checkpoint comes with a checkout of the repository "
+                        "(weights/), not with an installed package (it is over PyPI's size limit); "
+                        "pass --checkpoint CKPT")
     if not checkpoint.is_file():
         raise UserError(f"{checkpoint}: no such checkpoint (train one with `kanet train`, or pass --checkpoint)")
     if not photos.is_dir():
