@@ -8,22 +8,23 @@ from pathlib import Path
 from runtime.manifest import manifest_path, sha256_file
 from training import CheckpointError, load_checkpoint
 
+from .cache import engines_dir, user_cache_dir
 from .engine import BuildOptions, build_engine, cached_engine
 from .errors import ExportError
 from .fp16 import convert_fp16
 from .onnx_export import DEFAULT_OPSET, export_onnx
 
-DEFAULT_CACHE = Path("engines") / "cache"
 
-
-def engine_from_onnx(onnx_path: Path, out_dir: Path, options: BuildOptions, cache_dir: Path,
+def engine_from_onnx(onnx_path: Path, out_dir: Path, options: BuildOptions, cache_dir: str | Path | None,
                      precision: str, fp32_nodes: list[str], checkpoint_sha256: str | None = None) -> dict:
-    """The engine for onnx_path in out_dir: reused from cache_dir when inputs and options match."""
+    """The engine for onnx_path in out_dir: reused from the cache folder's engines/ (cache_dir None: the
+    user's, export.cache) when inputs and options match."""
     options.profile.validate()
     target = out_dir / f"kanet_{precision}.plan"
-    hit, key = cached_engine(cache_dir, onnx_path, options)
+    engines = engines_dir(user_cache_dir(cache_dir))
+    hit, key = cached_engine(engines, onnx_path, options)
     if hit is None:
-        hit = cache_dir / f"kanet_{precision}_{key[:16]}.plan"
+        hit = engines / f"kanet_{precision}_{key[:16]}.plan"
         build_engine(onnx_path, hit, options, precision, fp32_nodes, checkpoint_sha256)
         reused = False
     else:
@@ -40,7 +41,7 @@ def engine_from_onnx(onnx_path: Path, out_dir: Path, options: BuildOptions, cach
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, io: str = "frames", precision: str = "fp16",
                       opset: int = DEFAULT_OPSET, options: BuildOptions = BuildOptions(),
-                      cache_dir: str | Path = DEFAULT_CACHE, engine: bool = True, simplify: bool = True) -> dict:
+                      cache_dir: str | Path | None = None, engine: bool = True, simplify: bool = True) -> dict:
     if precision not in ("fp16", "fp32"):
         raise ExportError(f"--precision must be fp16 or fp32, got {precision!r}")
     out_dir = Path(out_dir)
@@ -60,7 +61,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, io: str = "fr
     if engine:
         source = fp16_path if precision == "fp16" else fp32_path
         kept = sorted(fp16["fp32_nodes"]) if precision == "fp16" else []
-        summary["engine"] = engine_from_onnx(source, out_dir, options, Path(cache_dir), precision, kept,
+        summary["engine"] = engine_from_onnx(source, out_dir, options, cache_dir, precision, kept,
                                              summary["checkpoint"]["sha256"])
     (out_dir / "export.json").write_text(json.dumps(summary, indent=2))
     return summary

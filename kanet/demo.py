@@ -25,7 +25,6 @@ from runtime.manifest import sha256_file
 
 from .bundled import DEFAULT_CHECKPOINT, SAMPLES
 
-PROJECT = Path(__file__).resolve().parents[1]
 METHODS = ("hazy input", "dark channel prior", "KA-Net")
 
 
@@ -40,7 +39,7 @@ class DemoOptions:
     backend: str = "auto"
     device: str = "auto"              # runtime.devices: auto, cpu or cuda:N
     half: bool = False                # dehaze with the FP16 engine / ONNX
-    engine_cache: Path = PROJECT / "engines" / "cache"
+    cache_dir: Path | None = None     # export.cache: None is the user's cache folder
 
 
 @dataclass
@@ -68,7 +67,7 @@ def export_step(opts: DemoOptions, log: DemoLog) -> dict:
         if summary["checkpoint"]["sha256"] == sha and all(f.is_file() for f in files):
             log.notes["export"] = "reused (same checkpoint)"
             return summary
-    summary = log.timed("export + engine", export_checkpoint, opts.checkpoint, out, cache_dir=opts.engine_cache)
+    summary = log.timed("export + engine", export_checkpoint, opts.checkpoint, out, cache_dir=opts.cache_dir)
     engine = summary["engine"]
     log.notes["export"] = ("engine reused from cache" if engine["reused_from_cache"]
                            else f"engine built in {engine['build_seconds']} s")

@@ -41,14 +41,16 @@ def export_dir(checkpoint, exported) -> dict:
 @pytest.fixture(scope="module")
 def tiny_run(export_dir, tmp_path_factory) -> Path:
     """`kanet bench --quick`, shrunk, from an empty folder outside the repository, the export folder given
-    relative to it (the video figure's `kanet run` must find it)."""
-    out, elsewhere = tmp_path_factory.mktemp("bench_out"), tmp_path_factory.mktemp("elsewhere")
+    relative to it (the video figure's `kanet run` must find it); no --out: the reports go to runs/bench/exp."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
     done = kanet("bench", "--quick", "--checkpoint", str(export_dir["checkpoint"]),
                  "--export-dir", os.path.relpath(export_dir["dir"], elsewhere),
                  "--backends", "torch-eager,torch-autocast,onnxruntime,tensorrt", "--video-size", "64x64",
-                 "--video-frames", "3", "--out", str(out), *TINY, cwd=elsewhere)
+                 "--video-frames", "3", *TINY, cwd=elsewhere)
     assert done.returncode == 0, done.stderr[-3000:]
-    return out
+    assert "kanet bench: writing to runs/bench/exp\n" in done.stderr
+    assert [p.name for p in elsewhere.iterdir()] == ["runs"]
+    return elsewhere / "runs" / "bench" / "exp"
 
 
 def test_tiny_run_writes_well_formed_json(tiny_run):
@@ -216,7 +218,7 @@ def test_generated_clip_is_real_h264(tmp_path):
 def test_gpu_run_times_the_engine_with_a_split_and_device_memory(export_dir, tmp_path):
     done = kanet("bench", "--checkpoint", str(export_dir["checkpoint"]), "--resolution", "64x64", "--iterations", "2",
                  "--warmup", "1", "--batch", "1", "--no-video", "--no-progress", "--out", str(tmp_path),
-                 "--cache", str(tmp_path / "cache"))
+                 "--cache-dir", str(tmp_path / "cache"))
     assert done.returncode == 0, done.stderr[-3000:]
     doc = load_results(tmp_path / "results.json")
     rows = {r["backend"]: r for r in doc["results"]}

@@ -123,6 +123,12 @@ def test_engine_layers_fp16_except_kept_islands(exported):
     assert all(name in kept for name in precisions["fp32_layers"]), "an FP32 layer outside the kept islands"
 
 
+def test_export_caches_the_engine_in_the_user_cache_folder_and_leaves_the_working_folder_empty(exported):
+    assert list(exported["cwd"].iterdir()) == []
+    cached = Path(exported["summary"]["engine"]["engine"]["cached_copy"])
+    assert cached.parent == exported["cache"] / "engines" and cached.is_file()
+
+
 def test_engine_cache_reuses_and_rebuilds(exported):
     fp16 = exported["dir"] / "kanet_fp16.onnx"
     again = engine_from_onnx(fp16, exported["dir"] / "again", SMALL, exported["cache"], "fp16", [])

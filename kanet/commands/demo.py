@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from export.cache import HELP as CACHE_HELP
 from kanet.cli import UserError, number
 
 from ._model import add_model_arguments
@@ -25,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-side", type=number(int, 1), metavar="PX",
                         help="shrink photographs to this long side first (default 480 on a CPU, full size on a GPU)")
     parser.add_argument("--clip-frames", type=number(int, 2), default=48, metavar="N", help="frames in the sample clip (default 48)")
+    parser.add_argument("--cache-dir", metavar="DIR", help=f"{CACHE_HELP}; the engine is reused from it")
     add_model_arguments(parser, model=None)  # the demo exports its own model
 
 
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     gpu = device != "cpu" and device_count() > 0
     opts = DemoOptions(out=Path(args.out), checkpoint=checkpoint, photos=photos,
                        max_side=args.max_side if args.max_side else (None if gpu else 480),
-                       clip_frames=args.clip_frames, backend=args.backend, device=device, half=args.half)
+                       clip_frames=args.clip_frames, backend=args.backend, device=device, half=args.half,
+                       cache_dir=args.cache_dir)
     with tqdm(desc="demo", unit="check") as bar:
         summary = run_demo(opts, bar)
     print(summary.read_text())
