@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                   "(image sequences; default 25)")
     parser.add_argument("--max-frames", type=number(int, 1), metavar="N", help="stop each source after N frames")
     parser.add_argument("--retries", type=number(int, 0), default=5,
-                        help="reconnects of a dropped or stalled stream/camera before it counts as dropped (default 5)")
+                        help="reconnects of a dropped or stalled stream/camera before it counts as dropped (default 5); "
+                             "one that never opened gets one quick retry instead")
     parser.add_argument("--retry-delay", type=number(float, 0), default=1.0, metavar="S",
                         help="first reconnect delay in seconds, doubled per failure up to 30 (default 1)")
     parser.add_argument("--timeout", type=number(float, above=0), default=10.0, metavar="S",
