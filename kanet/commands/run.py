@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-side", type=number(int, 1), metavar="PX",
                         help="dehaze frames whose long side exceeds PX at that size, and enlarge the result back "
                              "to the frame's size: a quality/speed trade (faster and lighter, with less fine "
-                             "detail; default: full size)")
+                             "detail; default: full size); frames larger than the back-end handles comfortably "
+                             "get one warning with the expected time and memory and the PX that fits")
     parser.add_argument("--side-by-side", action="store_true", help="write input and dehazed frame next to each other")
     parser.add_argument("--show", action="store_true", help="show a live window (needs a display); q or Esc stops")
     parser.add_argument("--fps", type=number(float, above=0), help="frame rate of a video output when the source has none "
