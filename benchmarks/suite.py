@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from export.cache import bench_dir, user_cache_dir
 from export.engine import BuildOptions, Profile
 from export.pipeline import export_checkpoint
 from training import KANet, load_checkpoint, save_checkpoint
@@ -39,7 +40,7 @@ class BenchConfig:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     checkpoint: Path | None = None
     export_dir: Path | None = None
-    cache_dir: Path = REPO / "engines" / "cache"
+    cache_dir: Path | None = None  # export.cache: None is the user's cache folder
     video_size: tuple[int, int] | None = None  # None: no end-to-end video
     video_frames: int = 10
     profile: str = "missed"  # per-op profiles for CPU targets: "missed", "all" (every evaluated one) or "off"
@@ -87,7 +88,7 @@ def prepare_models(config: BenchConfig, want_onnx: bool, want_engine: bool) -> M
     if export_dir is None and want_onnx:
         options = engine_options(config.shapes)
         key = _state_key(model, repr(options) if want_engine else "onnx only")
-        export_dir = config.cache_dir / "bench" / key[:16]
+        export_dir = bench_dir(user_cache_dir(config.cache_dir)) / key[:16]
         ready = (export_dir / "export.json").is_file() and (not want_engine or (export_dir / "kanet_fp16.plan").is_file())
         if not ready:
             with tempfile.TemporaryDirectory() as tmp:

@@ -5,7 +5,6 @@ import datetime
 import importlib
 import os
 import platform
-import re
 import subprocess
 from pathlib import Path
 
@@ -88,9 +87,3 @@ def describe(device: torch.device) -> dict:
         "git": git_commit(),
         "started_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
-
-
-def slug(system: dict) -> str:
-    """A folder-friendly device name: 'nvidia-h100-80gb-hbm3', 'cpu-amd-epyc'."""
-    name = system["gpu"]["name"] if system["gpu"] else f"cpu {system['cpu']['model']}"
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -11,11 +12,11 @@ import av
 import cv2
 import numpy as np
 
+from kanet.bundled import SAMPLES
 from runtime.imagefile import read_image
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO / "samples"
-PHOTO = "cones.png"  # a real hazy photograph (samples/README.md); the clip pans across it
+CODE = Path(__file__).resolve().parents[1]  # the folder holding the benchmarks and kanet packages
+PHOTO = "cones.png"  # a real hazy photograph (kanet/samples/README.md); the clip pans across it
 
 
 def write_clip(path: Path, height: int, width: int, frames: int, fps: int = 30,
@@ -44,13 +45,16 @@ def write_clip(path: Path, height: int, width: int, frames: int, fps: int = 30,
 
 def end_to_end(model: Path, height: int, width: int, frames: int, workdir: Path, timeout_s: float = 3600,
                device: str = "auto") -> dict:
-    """Run `kanet run` in a subprocess on a generated clip; its summary plus the process wall time."""
+    """Run `kanet run` in a subprocess on a generated clip; its summary plus the process wall time.
+    The subprocess runs in workdir with absolute paths, importing this code (CODE first on its path)."""
+    model, workdir = Path(model).resolve(), Path(workdir).resolve()
     clip = write_clip(workdir / f"clip_{height}x{width}.mp4", height, width, frames)
     output, summary = workdir / f"dehazed_{height}x{width}.mp4", workdir / f"run_{height}x{width}.json"
     command = [sys.executable, "-m", "kanet", "run", "--model", str(model), "--source", str(clip),
                "--output", str(output), "--summary", str(summary), "--device", device]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(CODE), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, cwd=REPO)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, cwd=workdir, env=env)
     wall = time.perf_counter() - start
     result = {"model": str(model), "clip": {"height": height, "width": width, "frames": frames, "codec": "h264"},
               "command": "kanet " + " ".join(command[3:]), "process_wall_s": round(wall, 2)}

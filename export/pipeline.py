@@ -11,26 +11,27 @@ import onnx
 from runtime.manifest import manifest_path, sha256_file
 from training import CheckpointError, load_checkpoint
 
+from .cache import engines_dir, user_cache_dir
 from .engine import BuildOptions, build_engine, cached_engine
 from .errors import ExportError
 from .fp16 import convert_fp16
 from .onnx_export import DEFAULT_OPSET, attention_report, export_onnx
 
-DEFAULT_CACHE = Path("engines") / "cache"
 
-
-def engine_from_onnx(onnx_path: Path, out_dir: Path, options: BuildOptions, cache_dir: Path,
+def engine_from_onnx(onnx_path: Path, out_dir: Path, options: BuildOptions, cache_dir: str | Path | None,
                      precision: str, fp32_nodes: list[str], checkpoint_sha256: str | None = None) -> dict:
-    """The engine for onnx_path in out_dir: reused from cache_dir when inputs and options match."""
+    """The engine for onnx_path in out_dir: reused from the cache folder's engines/ (cache_dir None: the
+    user's, export.cache) when inputs and options match."""
     options.profile.validate()
     if attention_report(onnx.load(str(onnx_path), load_external_data=False))["multihead_attention"]:
         raise ExportError(f"{onnx_path}: holds com.microsoft.MultiHeadAttention, the ONNX Runtime form, which "
                           "TensorRT cannot parse; build from kanet_fp16.onnx, or from kanet_fp32_tensorrt.onnx "
                           "(written by `kanet export --precision fp32`)")
     target = out_dir / f"kanet_{precision}.plan"
-    hit, key = cached_engine(cache_dir, onnx_path, options)
+    engines = engines_dir(user_cache_dir(cache_dir))
+    hit, key = cached_engine(engines, onnx_path, options)
     if hit is None:
-        hit = cache_dir / f"kanet_{precision}_{key[:16]}.plan"
+        hit = engines / f"kanet_{precision}_{key[:16]}.plan"
         build_engine(onnx_path, hit, options, precision, fp32_nodes, checkpoint_sha256)
         reused = False
     else:
@@ -47,7 +48,7 @@ def engine_from_onnx(onnx_path: Path, out_dir: Path, options: BuildOptions, cach
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, io: str = "frames", precision: str = "fp16",
                       opset: int = DEFAULT_OPSET, options: BuildOptions = BuildOptions(),
-                      cache_dir: str | Path = DEFAULT_CACHE, engine: bool = True, simplify: bool = True) -> dict:
+                      cache_dir: str | Path | None = None, engine: bool = True, simplify: bool = True) -> dict:
     if precision not in ("fp16", "fp32"):
         raise ExportError(f"--precision must be fp16 or fp32, got {precision!r}")
     out_dir = Path(out_dir)
@@ -76,7 +77,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, io: str = "fr
         if engine:
             source = fp16_path if precision == "fp16" else chain_path
             kept = sorted(fp16["fp32_nodes"]) if precision == "fp16" else []
-            summary["engine"] = engine_from_onnx(source, out_dir, options, Path(cache_dir), precision, kept,
+            summary["engine"] = engine_from_onnx(source, out_dir, options, cache_dir, precision, kept,
                                                  summary["checkpoint"]["sha256"])
     (out_dir / "export.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -23,9 +23,8 @@ from runtime.cuda import device_count
 from runtime.imagefile import read_image, write_image
 from runtime.manifest import sha256_file
 
-PROJECT = Path(__file__).resolve().parents[1]
-DEFAULT_CHECKPOINT = PROJECT / "weights" / "kanet_outdoor.pt"
-SAMPLES = PROJECT / "samples"
+from .bundled import DEFAULT_CHECKPOINT, SAMPLES
+
 METHODS = ("hazy input", "dark channel prior", "KA-Net")
 
 
@@ -41,7 +40,7 @@ class DemoOptions:
     device: str = "auto"              # runtime.devices: auto, cpu or cuda:N
     cuda_unusable: bool = False       # a GPU CUDA cannot use (old driver): engines built ahead of time, as on a CPU
     half: bool = False                # dehaze with the FP16 engine / ONNX
-    engine_cache: Path = PROJECT / "engines" / "cache"
+    cache_dir: Path | None = None     # export.cache: None is the user's cache folder
 
 
 @dataclass
@@ -73,7 +72,7 @@ def export_step(opts: DemoOptions, log: DemoLog) -> dict:
     # where CUDA cannot say which GPU this is, TensorRT-RTX builds for all its targets, as on a CPU machine
     options = BuildOptions(compute_capabilities=RTX_TARGETS) if opts.cuda_unusable else BuildOptions()
     summary = log.timed("export + engine", export_checkpoint, opts.checkpoint, out, options=options,
-                        cache_dir=opts.engine_cache)
+                        cache_dir=opts.cache_dir)
     engine = summary["engine"]
     log.notes["export"] = ("engine reused from cache" if engine["reused_from_cache"]
                            else f"engine built in {engine['build_seconds']} s")

@@ -7,6 +7,7 @@ are split. Every result is uint8 BGR of the input's size.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ import numpy as np
 
 from .devices import gpu_index, parse_device
 from .errors import DehazeError
+from .frame_cost import oversize_warning
 from .images import as_batch, as_bgr8, fit_long_side
 from .manifest import read_manifest, verify_engine
 from .tiling import run_tiled
@@ -21,6 +23,7 @@ from .tiling import run_tiled
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 TIMING_KEYS = ("h2d_ms", "compute_ms", "d2h_ms", "total_ms")
+log = logging.getLogger("runtime")
 
 
 def engine_unusable(device: int = 0) -> str | None:
@@ -86,6 +89,7 @@ class Dehazer:
         if tile_overlap < 0:
             raise DehazeError(f"tile overlap {tile_overlap}: must be >= 0")
         self._overlap = tile_overlap
+        self._size_warned = False  # the oversize-frame warning is given once
 
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", device: str | int = "auto", tile=None,
@@ -185,6 +189,11 @@ class Dehazer:
         return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) for f in small]), timings
 
     def _run_full(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        if not self._size_warned:
+            message = oversize_warning(*batch.shape[1:3], self.backend)
+            if message:
+                self._size_warned = True
+                log.warning(message)
         timings = dict.fromkeys(TIMING_KEYS, 0.0)
 
         def infer(chunk: np.ndarray) -> np.ndarray:

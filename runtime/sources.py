@@ -2,17 +2,20 @@
 
 Each source decodes on its own (PyAV for files and streams, OpenCV for images and cameras)
 and keeps its own account: frames delivered, undecodable frames, retries, errors, status.
-A network stream or camera that drops or stalls is reopened with exponential back-off; a file
+A network stream or camera that drops or stalls is reopened with exponential back-off, each retry
+logged (one that never opened fails after one quick retry); a file
 served over HTTP restarts from its first frame on reconnecting, and the frames already
 delivered are skipped, so none is delivered twice.
 """
 from __future__ import annotations
 
 import glob
+import logging
 import math
 import re
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -24,9 +27,12 @@ import numpy as np
 from .errors import DehazeError
 from .imagefile import read_image
 
+log = logging.getLogger("runtime")
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".jp2"}
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".y4m"}
 MAX_ERRORS = 20
+QUICK_RETRY_S = 0.5  # the one retry of a source that never opened: a glitch, not an outage
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
 
@@ -205,11 +211,14 @@ class VideoFile(Source):
 
 
 class _Reconnecting(Source):
-    """A live source reopened with exponential back-off when it drops or stalls."""
+    """A live source reopened with exponential back-off when it drops or stalls, each retry announced.
+    One that never opened is down or misnamed: after one quick retry it fails (the back-off is for outages)."""
 
     def __init__(self, spec: str, label: str, retries: int, retry_delay: float, timeout: float) -> None:
         super().__init__(spec, label)
         self.retries, self.retry_delay, self.timeout = retries, retry_delay, timeout
+        self.opened = False  # set by _attempt once a connection is made
+        self.name = spec     # how messages name it
 
     def _attempt(self, stop: threading.Event) -> Iterator[Decoded]:
         raise NotImplementedError
@@ -225,12 +234,28 @@ class _Reconnecting(Source):
             except (av.FFmpegError, OSError, DehazeError) as exc:
                 failures = 1 if self.stats.frames > delivered else failures + 1
                 self.stats.note(str(exc))
-                if failures > self.retries:
+                if not self.opened:
+                    if failures > min(self.retries, 1):
+                        self.stats.status = "failed"
+                        log.error("%s: %s; never opened: %s", self.name, _reason(exc),
+                                  "gave up after one quick retry" if self.stats.retries else "not retried (--retries 0)")
+                        return
+                    delay = QUICK_RETRY_S
+                elif failures > self.retries:
                     self.stats.status = "dropped"
+                    log.error("%s: dropped after %d retries (%s)", self.name, self.retries, _reason(exc))
                     return
+                else:
+                    delay = min(self.retry_delay * 2 ** (failures - 1), 30.0)
+                    log.warning("%s: retry %d/%d in %g s (%s)", self.name, failures, self.retries, delay, _reason(exc))
                 self.stats.retries += 1
-                stop.wait(min(self.retry_delay * 2 ** (failures - 1), 30.0))
+                stop.wait(delay)
         self.stats.status = "stopped"
+
+
+def _reason(exc: BaseException) -> str:
+    """The error without the source's name, which the line starts with already."""
+    return getattr(exc, "strerror", None) or str(exc).split(": ", 1)[-1]
 
 
 class NetworkStream(_Reconnecting):
@@ -240,6 +265,7 @@ class NetworkStream(_Reconnecting):
 
     def _attempt(self, stop: threading.Event) -> Iterator[Decoded]:
         with _open_av(self.spec, timeout=self.timeout) as container:
+            self.opened = True
             _describe(container, self)
             replay: bool | None = None
             for item in _decode(container, self.stats, live=True):
@@ -263,11 +289,17 @@ class NetworkStream(_Reconnecting):
 class Camera(_Reconnecting):
     kind = "camera"
 
+    def __init__(self, spec: str, label: str, retries: int, retry_delay: float, timeout: float) -> None:
+        super().__init__(spec, label, retries, retry_delay, timeout)
+        self.name = f"camera {spec}"
+
     def _attempt(self, stop: threading.Event) -> Iterator[Decoded]:
-        capture = cv2.VideoCapture(int(self.spec))
+        with _quiet_opencv():  # a missing camera makes OpenCV's back-ends warn one after the other
+            capture = cv2.VideoCapture(int(self.spec))
         try:
             if not capture.isOpened():
-                raise DehazeError(f"camera {self.spec}: cannot be opened")
+                raise DehazeError(f"camera {self.spec}: no such camera, or it is in use")
+            self.opened = True
             rate = capture.get(cv2.CAP_PROP_FPS)
             self.fps = Fraction(rate).limit_denominator(1001) if rate > 0 else Fraction(30)
             while not stop.is_set():
@@ -278,6 +310,16 @@ class Camera(_Reconnecting):
                 yield Decoded(image, None, None)
         finally:
             capture.release()
+
+
+@contextmanager
+def _quiet_opencv():
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 def _label(spec: str) -> str:

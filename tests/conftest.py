@@ -1,19 +1,22 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
+from onnx import TensorProto, helper
 
 from export.engine import BuildOptions, Profile
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
-SAMPLES = REPO / "samples"
+SAMPLES = REPO / "kanet" / "samples"
 
 
 def _has_gpu() -> bool:
@@ -60,6 +63,15 @@ def model():
 SMALL = BuildOptions(Profile((1, 64, 64), (1, 96, 128), (2, 128, 160)), compute_capabilities=("SM89",))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory) -> Path:
+    """Every test and the commands they start cache here (export.cache), never in ~/.cache."""
+    folder = tmp_path_factory.mktemp("user_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KANET_CACHE_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def checkpoint(model, tmp_path_factory) -> Path:
     from training import save_checkpoint
@@ -70,16 +82,20 @@ def checkpoint(model, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def exported(checkpoint, tmp_path_factory) -> dict:
     """`kanet export` (the command itself) of the seeded `model`: FP32 + FP16 frame-I/O ONNX, a small-profile
-    engine, export.json; `summary` is export.json, `stdout` what the command printed."""
+    engine, export.json; `summary` is export.json, `stdout` what the command printed. It runs in the empty
+    folder `cwd`, caching in `cache` ($KANET_CACHE_DIR), so a test can check that it left nothing behind."""
     root = tmp_path_factory.mktemp("export")
+    (root / "cwd").mkdir()
     shapes = {name: "x".join(map(str, getattr(SMALL.profile, name))) for name in ("min", "opt", "max")}
     done = subprocess.run([sys.executable, "-m", "kanet", "export", str(checkpoint), "--out", str(root / "out"),
-                           "--cache", str(root / "cache"), *(f"--{k}={v}" for k, v in shapes.items()),
+                           *(f"--{k}={v}" for k, v in shapes.items()),
                            *(f"--compute-capability={cc}" for cc in SMALL.compute_capabilities)],
-                          cwd=REPO, capture_output=True, text=True, timeout=1800)
+                          cwd=root / "cwd", env={**os.environ, "KANET_CACHE_DIR": str(root / "cache")},
+                          capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads((root / "out" / "export.json").read_text())
-    return {"dir": root / "out", "cache": root / "cache", "summary": summary, "stdout": done.stdout}
+    return {"dir": root / "out", "cache": root / "cache", "cwd": root / "cwd", "summary": summary,
+            "stdout": done.stdout}
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +103,14 @@ def frame_onnx(exported) -> Path:
     """FP32 frame-I/O ONNX (uint8 N x H x W x 3 BGR in and out) of the seeded `model`;
     the FP16 ONNX, the engine and export.json lie beside it."""
     return exported["dir"] / "kanet_fp32.onnx"
+
+
+@pytest.fixture
+def tiny_onnx(tmp_path) -> Path:
+    """A frame-I/O (uint8 N x H x W x 3) identity model: enough for the builder to parse."""
+    frames_in = helper.make_tensor_value_info("frames", TensorProto.UINT8, ["n", "h", "w", 3])
+    frames_out = helper.make_tensor_value_info("dehazed", TensorProto.UINT8, ["n", "h", "w", 3])
+    graph = helper.make_graph([helper.make_node("Identity", ["frames"], ["dehazed"])], "tiny", [frames_in], [frames_out])
+    path = tmp_path / "tiny_fp16.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +28,8 @@ from kanet.cli import SUBCOMMANDS
 TINY = ["--resolution", "64x64", "--iterations", "2", "--warmup", "1", "--budget", "1", "--no-progress"]
 
 
-def kanet(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kanet", *args], capture_output=True, text=True, cwd=REPO)
+def kanet(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kanet", *args], capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +40,17 @@ def export_dir(checkpoint, exported) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_run(export_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bench_out")
-    done = kanet("bench", "--checkpoint", str(export_dir["checkpoint"]), "--export-dir", str(export_dir["dir"]),
+    """`kanet bench --quick`, shrunk, from an empty folder outside the repository, the export folder given
+    relative to it (the video figure's `kanet run` must find it); no --out: the reports go to runs/bench/exp."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    done = kanet("bench", "--quick", "--checkpoint", str(export_dir["checkpoint"]),
+                 "--export-dir", os.path.relpath(export_dir["dir"], elsewhere),
                  "--backends", "torch-eager,torch-autocast,onnxruntime,tensorrt", "--video-size", "64x64",
-                 "--video-frames", "3", "--out", str(out), *TINY)
+                 "--video-frames", "3", *TINY, cwd=elsewhere)
     assert done.returncode == 0, done.stderr[-3000:]
-    return out
+    assert "kanet bench: writing to runs/bench/exp\n" in done.stderr
+    assert [p.name for p in elsewhere.iterdir()] == ["runs"]
+    return elsewhere / "runs" / "bench" / "exp"
 
 
 def test_tiny_run_writes_well_formed_json(tiny_run):
@@ -212,7 +218,7 @@ def test_generated_clip_is_real_h264(tmp_path):
 def test_gpu_run_times_the_engine_with_a_split_and_device_memory(export_dir, tmp_path):
     done = kanet("bench", "--checkpoint", str(export_dir["checkpoint"]), "--resolution", "64x64", "--iterations", "2",
                  "--warmup", "1", "--batch", "1", "--no-video", "--no-progress", "--out", str(tmp_path),
-                 "--cache", str(tmp_path / "cache"))
+                 "--cache-dir", str(tmp_path / "cache"))
     assert done.returncode == 0, done.stderr[-3000:]
     doc = load_results(tmp_path / "results.json")
     rows = {r["backend"]: r for r in doc["results"]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import pytest
@@ -12,17 +13,19 @@ from conftest import REPO, SAMPLES
 from kanet.demo import DEFAULT_CHECKPOINT
 
 
-def _kanet(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kanet", *args], cwd=REPO, capture_output=True, text=True)
+def _kanet(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kanet", *args], cwd=cwd, capture_output=True, text=True)
 
 
 @pytest.mark.slow
 def test_demo_end_to_end_then_reuses_its_artifacts(tmp_path):
     assert DEFAULT_CHECKPOINT.is_file(), f"the project's checkpoint {DEFAULT_CHECKPOINT} is missing"
-    out = tmp_path / "demo"
+    out, elsewhere = tmp_path / "demo", tmp_path / "elsewhere"
+    elsewhere.mkdir()
     args = ("demo", "--out", str(out), "--max-side", "160", "--clip-frames", "6")
-    first = _kanet(*args)
+    first = _kanet(*args, cwd=elsewhere)  # outside the checkout: samples, checkpoint and cache still found
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert list(elsewhere.iterdir()) == []
 
     for name in ("summary.md", "contact_sheet.png", "parity.json", "quality.json", "clip_hazy.mp4",
                  "clip_dehazed.mp4", "export/kanet_fp16.plan", "export/kanet_fp16.json"):

@@ -140,8 +140,8 @@ def test_eval_command_writes_reports(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--hazy", "no/such/dir"], "no/such/dir: no such folder"),
-    (["--hazy", "samples", "--pred", "x"], "expected NAME=DIR"),
-    (["--hazy", "samples", "--model", "missing.onnx"], "missing.onnx: no such model file"),
+    (["--hazy", str(SAMPLES), "--pred", "x"], "expected NAME=DIR"),
+    (["--hazy", str(SAMPLES), "--model", "missing.onnx"], "missing.onnx: no such model file"),
 ])
 def test_eval_command_bad_input(tmp_path, args, message):
     result = _kanet("eval", *args, "--out", str(tmp_path))

@@ -129,6 +129,12 @@ def test_engine_layers_fp16_except_kept_islands(exported):
     assert all(name in kept for name in precisions["fp32_layers"]), "an FP32 layer outside the kept islands"
 
 
+def test_export_caches_the_engine_in_the_user_cache_folder_and_leaves_the_working_folder_empty(exported):
+    assert list(exported["cwd"].iterdir()) == []
+    cached = Path(exported["summary"]["engine"]["engine"]["cached_copy"])
+    assert cached.parent == exported["cache"] / "engines" and cached.is_file()
+
+
 def test_engine_cache_reuses_and_rebuilds(exported):
     fp16 = exported["dir"] / "kanet_fp16.onnx"
     again = engine_from_onnx(fp16, exported["dir"] / "again", SMALL, exported["cache"], "fp16", [])
@@ -173,16 +179,17 @@ def test_compare_metrics():
     assert compare(a.astype(np.float32), np.full(a.shape, np.nan, np.float32))["nonfinite"] == a.size
 
 
-def _kanet(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kanet", *args], capture_output=True, text=True, cwd=REPO)
+def _kanet(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kanet", *args], capture_output=True, text=True, cwd=cwd)
 
 
-def test_cli_parity_on_export_dir(checkpoint, exported, tmp_path):
-    report = tmp_path / "parity.json"
-    result = _kanet("parity", str(checkpoint), "--export-dir", str(exported["dir"]), "--report", str(report))
+def test_cli_parity_on_export_dir_from_an_empty_folder(checkpoint, exported, tmp_path):
+    """Outside the repository the default photographs are still the bundled samples; the report lands here."""
+    result = _kanet("parity", str(checkpoint), "--export-dir", str(exported["dir"]), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASSED" in result.stdout
-    assert json.loads(report.read_text())["passed"]
+    report = json.loads((tmp_path / "parity.json").read_text())
+    assert report["passed"] and len({r["case"] for r in report["results"] if r["case"].startswith("photo_")}) == 7
 
 
 def test_cli_parity_takes_a_model_as_kanet_run_does(checkpoint, exported, tmp_path, capsys):

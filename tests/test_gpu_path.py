@@ -22,17 +22,6 @@ def kanet(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-@pytest.fixture
-def tiny_onnx(tmp_path) -> Path:
-    """A frame-I/O (uint8 N x H x W x 3) identity model: enough for the builder to parse."""
-    frames_in = helper.make_tensor_value_info("frames", TensorProto.UINT8, ["n", "h", "w", 3])
-    frames_out = helper.make_tensor_value_info("dehazed", TensorProto.UINT8, ["n", "h", "w", 3])
-    graph = helper.make_graph([helper.make_node("Identity", ["frames"], ["dehazed"])], "tiny", [frames_in], [frames_out])
-    path = tmp_path / "tiny_fp16.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
-
-
 def max_shift_model(path: Path) -> Path:
     """uint8 frames -> frames + (255 - the frame's per-channel maximum): exact integers, and every output
     value depends on the whole frame, so a stale shape, stream or address shows in the result."""
@@ -89,7 +78,7 @@ def load_backend(plan: Path, **kwargs):
 
 def test_build_for_sm90_with_tensorrt_rtx_says_install_full_tensorrt(tiny_onnx, tmp_path):
     pytest.importorskip("tensorrt_rtx")
-    result = kanet("build", str(tiny_onnx), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"),
+    result = kanet("build", str(tiny_onnx), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
                    "--compute-capability", "SM90")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

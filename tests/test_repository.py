@@ -1,10 +1,16 @@
 """Repository-wide rules: packages import only down the stack, the runtime stays free of torch; the command
-lists its subcommands."""
+lists its subcommands; a wheel carries the package data."""
 from __future__ import annotations
 
 import ast
+import os
+import shutil
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
+
+import pytest
 
 from conftest import REPO
 
@@ -52,3 +58,30 @@ def test_kanet_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "kanet", "--help"], capture_output=True, text=True, check=True)
     for name in SUBCOMMANDS:
         assert name in out.stdout
+
+
+@pytest.mark.slow
+def test_a_built_wheel_carries_the_samples_and_finds_them_from_any_folder(tmp_path):
+    """A non-editable install has no checkout beside it: the samples must travel as package data."""
+    from kanet.bundled import SAMPLES
+
+    source = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for package in ("kanet", "training", "export", "runtime", "benchmarks"):
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__", "results"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path / "wheel"), "-q"], check=True, capture_output=True, timeout=600)
+    wheel = next((tmp_path / "wheel").glob("kanet-*.whl"))
+    photos = sorted(p.name for p in SAMPLES.glob("*.png"))
+    with zipfile.ZipFile(wheel) as archive:
+        assert {f"kanet/samples/{name}" for name in photos} <= set(archive.namelist())
+        archive.extractall(tmp_path / "installed")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = "from kanet.bundled import SAMPLES; print(SAMPLES); print(*sorted(p.name for p in SAMPLES.glob('*.png')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=elsewhere, check=True,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path / "installed")})
+    where, names = out.stdout.splitlines()
+    assert Path(where) == tmp_path / "installed" / "kanet" / "samples" and names.split() == photos

@@ -7,6 +7,7 @@ import os
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -446,3 +447,45 @@ def test_progress_is_whole_lines_when_stderr_is_captured(frame_onnx, media, tmp_
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stderr
     assert re.search(r"^dehazing: 20/20 frames, [\d.]+ fps$", result.stderr, re.M), result.stderr
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on: connecting is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _run_subprocess(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`kanet run` as a user starts it, so the output checked is what is printed (OpenCV writes to fd 2)."""
+    return subprocess.run([sys.executable, "-m", "kanet", "run", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_a_source_that_never_opens_fails_after_one_quick_retry_in_one_line(frame_onnx, tmp_path):
+    """A refused RTSP and HTTP URL and a missing camera: no back-off through --retries, one line each
+    naming the source, no OpenCV warnings, exit 1."""
+    port = _closed_port()
+    urls = [f"rtsp://127.0.0.1:{port}/live", f"http://127.0.0.1:{port}/live.ts"]
+    result = _run_subprocess("--model", str(frame_onnx), *(f"--source={s}" for s in [*urls, "97"]),
+                             "--output", str(tmp_path / "out"), "--retries", "5", "--retry-delay", "10",
+                             "--summary", str(tmp_path / "s.json"), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    for name in [*urls, "camera 97"]:
+        lines = [line for line in result.stderr.splitlines() if line.startswith(f"kanet run: {name}: ")]
+        assert len(lines) == 1 and lines[0].endswith("never opened: gave up after one quick retry"), result.stderr
+    assert "Connection refused" in result.stderr and "no such camera" in result.stderr
+    assert "WARN" not in result.stderr and "retry 1/5" not in result.stderr, result.stderr
+    sources = json.loads((tmp_path / "s.json").read_text())["sources"]
+    assert [(s["status"], s["retries"]) for s in sources] == [("failed", 1)] * 3
+
+
+def test_reconnects_of_a_stream_that_was_open_are_printed(frame_onnx, http_stream, tmp_path):
+    url = http_stream(die=100)  # every connection breaks off half-way
+    result = _run_subprocess("--model", str(frame_onnx), "--source", url, "--output", str(tmp_path / "out"),
+                             "--retries", "2", "--retry-delay", "0.05", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    printed = [line for line in result.stderr.splitlines() if line.startswith(f"kanet run: {url}: ")]
+    assert [line.split(" (")[0] for line in printed] == [
+        f"kanet run: {url}: retry 1/2 in 0.05 s", f"kanet run: {url}: retry 2/2 in 0.1 s",
+        f"kanet run: {url}: dropped after 2 retries"], result.stderr

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from export.cache import HELP as CACHE_HELP
 from kanet.cli import number
 
 
@@ -18,8 +19,9 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--compute-capability", action="append", default=[], metavar="SMxx",
                        help="TensorRT-RTX target (repeatable): SM75, SM80, SM86, SM89, SM120 or 'current'; "
                             "default: the current GPU, or all targets on a machine without one")
-    group.add_argument("--cache", default="engines/cache", metavar="DIR",
-                       help="engine cache: same ONNX + options + TensorRT reuse the engine (default engines/cache)")
+    group.add_argument("--cache-dir", metavar="DIR",
+                       help=f"{CACHE_HELP}; engines built from the same ONNX, options and TensorRT are reused "
+                            "from its engines/")
 
 
 def build_options(args: argparse.Namespace):

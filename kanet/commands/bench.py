@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import datetime
+import sys
 import tempfile
 from pathlib import Path
 
+from export.cache import HELP as CACHE_HELP
 from kanet.cli import UserError, number
 
 from ._model import add_device_argument
+from .run import next_run_folder
 
 RESOLUTIONS = ("256x256", "720x1280", "1080x1920")
 QUICK_RESOLUTIONS = ("256x256", "720x1280")
@@ -60,9 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "the missed ones (default), every evaluated one, or none (default with --quick)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", metavar="DIR",
-                     help="results folder (default benchmarks/results/<device>-<date>[-quick])")
-    out.add_argument("--cache", default="engines/cache", metavar="DIR",
-                     help="export and engine cache (default engines/cache)")
+                     help="results folder (default: a new folder runs/bench/exp, exp2, ... as `kanet run` makes; "
+                          "the device and date are inside results.json)")
+    out.add_argument("--cache-dir", metavar="DIR",
+                     help=f"{CACHE_HELP}; its bench/ keeps the exports made when --export-dir is not given")
     out.add_argument("--no-progress", action="store_true", help="no progress bars")
     out.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
                      help="print B/A ratios between two results files and exit")
@@ -125,7 +128,7 @@ def _config(args: argparse.Namespace, device):
     return BenchConfig(
         shapes=shapes, settings=settings, backends=backends, device=device,
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
-        export_dir=Path(args.export_dir) if args.export_dir else None, cache_dir=Path(args.cache),
+        export_dir=Path(args.export_dir) if args.export_dir else None, cache_dir=args.cache_dir,
         video_size=video_size, video_frames=args.video_frames or (30 if quick else 300 if gpu else 10),
         profile=args.profile or ("off" if quick else "missed"), progress=not args.no_progress)
 
@@ -133,15 +136,16 @@ def _config(args: argparse.Namespace, device):
 def run(args: argparse.Namespace) -> int:
     if args.compare:
         return _compare(args.compare)
-    from benchmarks import report, system
+    from benchmarks import report
     from benchmarks.suite import run_suite
     from training.trainer import resolve_device
 
     config = _config(args, resolve_device(args.device))
+    out = Path(args.out) if args.out else next_run_folder(Path("runs/bench"))
+    if not args.out:
+        print(f"kanet bench: writing to {out}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="kanet-bench-") as workdir:
         doc = run_suite(config, Path(workdir))
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M")
-    out = Path(args.out or Path("benchmarks") / "results" / f"{system.slug(doc['system'])}-{stamp}{'-quick' if args.quick else ''}")
     out.mkdir(parents=True, exist_ok=True)
     table = report.markdown(doc)
     (out / "results.md").write_text(table)

@@ -5,13 +5,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from export.cache import HELP as CACHE_HELP
 from kanet.cli import UserError, number
 
 from ._model import add_model_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from kanet.demo import DEFAULT_CHECKPOINT, SAMPLES
+    from kanet.bundled import DEFAULT_CHECKPOINT, SAMPLES
 
     parser.epilog = ("Steps: export (FP32 + FP16 ONNX) and engine build (TensorRT on a GPU machine, TensorRT-RTX "
                      "ahead of time elsewhere), parity against PyTorch, dehazing of the sample photographs and a "
@@ -26,12 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-side", type=number(int, 1), metavar="PX",
                         help="shrink photographs to this long side first (default 480 on a CPU, full size on a GPU)")
     parser.add_argument("--clip-frames", type=number(int, 2), default=48, metavar="N", help="frames in the sample clip (default 48)")
+    parser.add_argument("--cache-dir", metavar="DIR", help=f"{CACHE_HELP}; the engine is reused from it")
     add_model_arguments(parser, model=None)  # the demo exports its own model
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from kanet.bundled import DEFAULT_CHECKPOINT
     from kanet.demo import DemoOptions, run_demo
     from runtime.devices import choose_device, parse_device
 
@@ -39,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     if choice.note:
         print(f"kanet demo: {choice.note}", file=sys.stderr)
     checkpoint, photos = Path(args.checkpoint), Path(args.photos)
+    if not checkpoint.is_file() and checkpoint == DEFAULT_CHECKPOINT:
+        raise UserError(f"{checkpoint}: the project's checkpoint comes with a checkout of the repository "
+                        "(weights/), not with an installed package (it is over PyPI's size limit); "
+                        "pass --checkpoint CKPT")
     if not checkpoint.is_file():
         raise UserError(f"{checkpoint}: no such checkpoint (train one with `kanet train`, or pass --checkpoint)")
     if not photos.is_dir():
@@ -47,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     opts = DemoOptions(out=Path(args.out), checkpoint=checkpoint, photos=photos,
                        max_side=args.max_side if args.max_side else (None if gpu else 480),
                        clip_frames=args.clip_frames, backend=args.backend, device=choice.device, half=args.half,
-                       cuda_unusable=bool(choice.note))
+                       cuda_unusable=bool(choice.note), cache_dir=args.cache_dir)
     with tqdm(desc="demo", unit="check") as bar:
         summary = run_demo(opts, bar)
     print(summary.read_text())

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     # The engine-build flags are read only when an engine is built: --no-engine ignores them.
     engine = {} if args.no_engine else {"options": build_options(args)}
     summary = export_checkpoint(args.checkpoint, args.out, io=args.io, precision=args.precision,
-                                opset=args.opset, cache_dir=args.cache, engine=not args.no_engine,
+                                opset=args.opset, cache_dir=args.cache_dir, engine=not args.no_engine,
                                 simplify=not args.no_simplify, **engine)
     print(describe_export(summary, Path(args.out)))
     return 0

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from kanet.bundled import SAMPLES
 from kanet.cli import UserError, number
 
 from ._model import MODEL_HELP, add_device_argument
@@ -25,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="check DIR/kanet_fp32.onnx, DIR/kanet_fp16.onnx and, on a GPU machine, DIR/kanet_*.plan")
     add_device_argument(parser, "the GPU that runs the engines (cpu: check the ONNX models only; they run on "
                                 "ONNX Runtime's CPU provider, the reference PyTorch on the CPU)")
-    parser.add_argument("--photos", default="samples", metavar="DIR",
-                        help="real photographs to include (default: the bundled samples/)")
+    parser.add_argument("--photos", default=str(SAMPLES), metavar="DIR",
+                        help="real photographs to include (default: the six sample photographs installed with "
+                             "the package)")
     parser.add_argument("--report", default="parity.json", metavar="FILE", help="JSON report (default parity.json)")
     parser.add_argument("--fp32-max-abs", type=number(float, above=0), default=1e-4, help="FP32 max |diff| on [0, 1] (default 1e-4)")
     parser.add_argument("--fp16-psnr", type=number(float, above=0), default=45.0, help="FP16 minimum PSNR in dB (default 45)")

@@ -47,14 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-side", type=number(int, 1), metavar="PX",
                         help="dehaze frames whose long side exceeds PX at that size, and enlarge the result back "
                              "to the frame's size: a quality/speed trade (faster and lighter, with less fine "
-                             "detail; default: full size)")
+                             "detail; default: full size); frames larger than the back-end handles comfortably "
+                             "get one warning with the expected time and memory and the PX that fits")
     parser.add_argument("--side-by-side", action="store_true", help="write input and dehazed frame next to each other")
     parser.add_argument("--show", action="store_true", help="show a live window (needs a display); q or Esc stops")
     parser.add_argument("--fps", type=number(float, above=0), help="frame rate of a video output when the source has none "
                                                   "(image sequences; default 25)")
     parser.add_argument("--max-frames", type=number(int, 1), metavar="N", help="stop each source after N frames")
     parser.add_argument("--retries", type=number(int, 0), default=5,
-                        help="reconnects of a dropped or stalled stream/camera before it counts as dropped (default 5)")
+                        help="reconnects of a dropped or stalled stream/camera before it counts as dropped (default 5); "
+                             "one that never opened gets one quick retry instead")
     parser.add_argument("--retry-delay", type=number(float, 0), default=1.0, metavar="S",
                         help="first reconnect delay in seconds, doubled per failure up to 30 (default 1)")
     parser.add_argument("--timeout", type=number(float, above=0), default=10.0, metavar="S",
