@@ -43,6 +43,7 @@ class BenchConfig:
     cache_dir: Path | None = None  # export.cache: None is the user's cache folder
     video_size: tuple[int, int] | None = None  # None: no end-to-end video
     video_frames: int = 10
+    clip_photo: Path | None = None  # the photograph the end-to-end clip pans across; needed with video_size
     profile: str = "missed"  # per-op profiles for CPU targets: "missed", "all" (every evaluated one) or "off"
     progress: bool = True
 
@@ -177,7 +178,7 @@ def run_video(config: BenchConfig, doc: dict, workdir: Path) -> dict:
         return {"skipped": "no runtime backend ran (the video path runs the runtime: ONNX Runtime or an engine)"}
     height, width = config.video_size
     result = video.end_to_end(Path(doc["backends"][reference]["model"]), height, width, config.video_frames, workdir,
-                              device=str(config.device))
+                              config.clip_photo, device=str(config.device))
     return {**result, "reference_backend": reference}
 
 

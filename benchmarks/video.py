@@ -12,16 +12,13 @@ import av
 import cv2
 import numpy as np
 
-from kanet.bundled import SAMPLES
 from runtime.imagefile import read_image
 
 CODE = Path(__file__).resolve().parents[1]  # the folder holding the benchmarks and kanet packages
-PHOTO = "cones.png"  # a real hazy photograph (kanet/samples/README.md); the clip pans across it
 
 
-def write_clip(path: Path, height: int, width: int, frames: int, fps: int = 30,
-               source: Path = SAMPLES / PHOTO) -> Path:
-    """An H.264 clip panning across a real hazy photograph, so the decoder sees real content."""
+def write_clip(path: Path, height: int, width: int, frames: int, source: Path, fps: int = 30) -> Path:
+    """An H.264 clip panning across a real hazy photograph (source), so the decoder sees real content."""
     if height % 2 or width % 2:
         raise ValueError(f"H.264 (yuv420p) needs an even frame size, got {height}x{width}")
     photo = read_image(source, cv2.IMREAD_COLOR)
@@ -43,12 +40,12 @@ def write_clip(path: Path, height: int, width: int, frames: int, fps: int = 30,
     return path
 
 
-def end_to_end(model: Path, height: int, width: int, frames: int, workdir: Path, timeout_s: float = 3600,
-               device: str = "auto") -> dict:
+def end_to_end(model: Path, height: int, width: int, frames: int, workdir: Path, photo: Path,
+               timeout_s: float = 3600, device: str = "auto") -> dict:
     """Run `kanet run` in a subprocess on a generated clip; its summary plus the process wall time.
     The subprocess runs in workdir with absolute paths, importing this code (CODE first on its path)."""
     model, workdir = Path(model).resolve(), Path(workdir).resolve()
-    clip = write_clip(workdir / f"clip_{height}x{width}.mp4", height, width, frames)
+    clip = write_clip(workdir / f"clip_{height}x{width}.mp4", height, width, frames, photo)
     output, summary = workdir / f"dehazed_{height}x{width}.mp4", workdir / f"run_{height}x{width}.json"
     command = [sys.executable, "-m", "kanet", "run", "--model", str(model), "--source", str(clip),
                "--output", str(output), "--summary", str(summary), "--device", device]

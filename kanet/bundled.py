@@ -10,4 +10,5 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 SAMPLES = PACKAGE / "samples"
+CLIP_PHOTO = SAMPLES / "cones.png"  # a real hazy photograph that `kanet bench`'s video clip pans across
 DEFAULT_CHECKPOINT = PACKAGE.parent / "weights" / "kanet_outdoor.pt"

@@ -22,7 +22,7 @@ from benchmarks.harness import Settings, Shape, measure_shape, rounds_for
 from benchmarks.report import compare, load_results
 from benchmarks.targets import evaluate
 from benchmarks.video import write_clip
-from conftest import HAS_GPU, REPO
+from conftest import HAS_GPU, REPO, SAMPLES
 from kanet.cli import SUBCOMMANDS
 
 TINY = ["--resolution", "64x64", "--iterations", "2", "--warmup", "1", "--budget", "1", "--no-progress"]
@@ -205,7 +205,7 @@ def test_targets_record_met_and_missed_by_how_much():
 
 
 def test_generated_clip_is_real_h264(tmp_path):
-    clip = write_clip(tmp_path / "clip.mp4", 64, 96, frames=5)
+    clip = write_clip(tmp_path / "clip.mp4", 64, 96, frames=5, source=SAMPLES / "cones.png")
     with av.open(str(clip)) as container:
         stream = container.streams.video[0]
         frames = [f.to_ndarray(format="bgr24") for f in container.decode(stream)]

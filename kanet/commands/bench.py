@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from export.cache import HELP as CACHE_HELP
+from kanet.bundled import CLIP_PHOTO
 from kanet.cli import UserError, number
 
 from ._model import add_device_argument
@@ -130,6 +131,7 @@ def _config(args: argparse.Namespace, device):
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         export_dir=Path(args.export_dir) if args.export_dir else None, cache_dir=args.cache_dir,
         video_size=video_size, video_frames=args.video_frames or (30 if quick else 300 if gpu else 10),
+        clip_photo=CLIP_PHOTO,
         profile=args.profile or ("off" if quick else "missed"), progress=not args.no_progress)
 
 
