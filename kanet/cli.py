@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(importlib.import_module(args._module).run(args) or 0)
     except KanetError as exc:
         print(f"kanet {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_status
     except KeyboardInterrupt:
         print(f"kanet {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -209,7 +209,7 @@ def test_a_failed_image_write_leaves_the_previous_file(frame_onnx, tmp_path):
                              "--output", str(out), "--overwrite", "--side-by-side"], capture_output=True, text=True,
                             cwd=REPO, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
                             preexec_fn=_file_size_limit(8192))
-    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert result.returncode == 1, (result.returncode, result.stderr)
     assert "a.png: could not be written (File too large)" in result.stderr.splitlines()[-1], result.stderr
     assert os.listdir(out) == ["a.png"] and (out / "a.png").read_bytes() == b"the previous run's output"
 
@@ -340,30 +340,77 @@ def test_raw_frames_on_stdout_tiled(frame_onnx, media):
     np.testing.assert_array_equal(frames, tiled)
 
 
+def _interrupt(command: list[str], partial: Path, times: int) -> tuple[int, str]:
+    """Run `command`, send SIGINT once `partial` (the video being written) has frames, wait for the pipeline
+    to acknowledge it, then send the remaining `times - 1` at once; the exit status and stderr."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (partial.is_file() and partial.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if "stopping: finishing the frames in flight" in line:
+            break
+    for _ in range(times - 1):
+        process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    return process.returncode, "".join(seen) + err
+
+
 def test_ctrl_c_finishes_the_frames_in_flight(frame_onnx, tmp_path):
     """SIGINT mid-run: reading stops, frames already read are still written, the video is closed
     properly (with its audio cut to the video), the summary is written, the exit status is 130."""
     clip = make_clip(tmp_path / "long.mp4", 300)
     out, summary_file = tmp_path / "out.mp4", tmp_path / "s.json"
-    process = subprocess.Popen([sys.executable, "-m", "kanet", "run", "--model", str(frame_onnx), "--source",
-                                str(clip), "--output", str(out), "--summary", str(summary_file)],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    intermediate = tmp_path / ".out.video.mp4"  # written while frames flow (audio is remuxed at the end)
-    deadline = time.monotonic() + 60
-    while not (intermediate.is_file() and intermediate.stat().st_size > 0) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err.decode()
+    code, err = _interrupt([sys.executable, "-m", "kanet", "run", "--model", str(frame_onnx), "--source", str(clip),
+                            "--output", str(out), "--summary", str(summary_file)], tmp_path / "out.partial.mp4", 1)
+    assert code == 130, err
     summary = json.loads(summary_file.read_text())
-    assert summary["interrupted"] and summary["sources"][0]["status"] == "stopped"
+    assert summary["interrupted"] and summary["status"] == "interrupted" and summary["error"] is None
+    assert summary["sources"][0]["status"] == "stopped" and summary["outputs"] == [str(out)]
     assert 0 < summary["frames_out"] == summary["frames_in"] < 300 and summary["dropped_frames"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4", "out.mp4", "s.json"]  # no partial left
     assert len(read_frames(out)) == summary["frames_out"]
     with av.open(str(out)) as container:
         video_seconds = float(container.streams.video[0].duration * container.streams.video[0].time_base)
         audio = container.streams.audio[0]
         audio_seconds = sum(float(p.duration * p.time_base) for p in container.demux(audio) if p.duration)
     assert audio_seconds < video_seconds + 0.2
+
+
+def test_a_second_ctrl_c_aborts_and_leaves_a_named_partial(frame_onnx, tmp_path):
+    """The second SIGINT aborts mid-flight: exit 130, the summary says so and lists the output kept, which is
+    a closed, readable NAME.partial.mp4; nothing ever appears under the final name."""
+    clip = make_clip(tmp_path / "long.mp4", 300)
+    out, partial, summary_file = tmp_path / "out.mp4", tmp_path / "out.partial.mp4", tmp_path / "s.json"
+    code, err = _interrupt([sys.executable, "-m", "kanet", "run", "--model", str(frame_onnx), "--source", str(clip),
+                            "--output", str(out), "--summary", str(summary_file), "--batch", "8"], partial, 2)
+    assert code == 130 and err.splitlines()[-1] == "kanet run: interrupted", err
+    assert "Traceback" not in err
+    summary = json.loads(summary_file.read_text())
+    assert summary["status"] == "interrupted" and summary["outputs"] == [str(partial)]
+    assert summary["sources"][0]["output"] == str(partial) and summary["dropped_frames"] > 0
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4", "out.partial.mp4", "s.json"]
+    assert 0 < len(read_frames(partial)) <= summary["frames_out"]
+
+
+def test_the_summary_is_written_when_the_run_fails(frame_onnx, media, tmp_path, capsys):
+    """A failed source (exit 1) and bad input found before any frame flowed (exit 2) both leave a summary
+    saying how the run ended."""
+    summary_file = tmp_path / "s.json"
+    code, err = kanet_run(capsys, "--model", str(frame_onnx), "--source", str(media["empty"]),
+                          "--output", str(tmp_path / "out"), "--summary", str(summary_file))
+    summary = json.loads(summary_file.read_text())
+    assert code == 1 and (summary["status"], summary["streams"]["failed"], summary["outputs"]) == ("failed", ["empty"], [])
+    not_a_model = tmp_path / "model.onnx"
+    not_a_model.write_bytes(b"not an onnx file")
+    code, err = kanet_run(capsys, "--model", str(not_a_model), "--source", str(media["clip"]),
+                          "--output", str(tmp_path / "out.mp4"), "--summary", str(summary_file))
+    summary = json.loads(summary_file.read_text())
+    assert code == 2 and summary["status"] == "error" and summary["error"] in err.splitlines()[-1]
+    assert (summary["frames_out"], summary["outputs"]) == (0, [])
 
 
 def _digest(paths: list[Path]) -> dict[Path, bytes]:

@@ -2,21 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 from pathlib import Path
 
 from kanet.cli import UserError, number
+from runtime.errors import KanetError
 
 from ._model import add_model_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("Every frame read is accounted for: written, or counted undecodable. Exit status 0 when every "
-                     "source was processed, 1 when one failed or a stream was dropped after its retries, 2 on bad "
-                     "input, 130 after Ctrl-C, which stops reading and finishes the frames in flight (as does q in the "
-                     "window), so outputs are complete and the summary is written.")
+                     "source was processed, 1 when one failed, a stream was dropped after its retries or an output "
+                     "could not be written (disk full), 2 on bad input, 130 after Ctrl-C, which stops reading and "
+                     "finishes the frames in flight (as does q in the window), so outputs are complete and the "
+                     "summary is written; a second Ctrl-C aborts, leaving a video being written as NAME.partial.EXT.")
     add_model_arguments(parser)
     parser.add_argument("--source", required=True, action="append", metavar="S",
                         help="image file, folder or quoted glob of images/videos, video file, camera index (0), "
@@ -98,7 +101,7 @@ def _print_summary(summary: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime import DehazeError, Dehazer
+    from runtime import Dehazer
     from runtime.devices import parse_device
     from runtime.pipeline import Pipeline
     from runtime.sinks import Window, check_outputs, sinks_for
@@ -110,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         args.output = str(next_run_folder())
         print(f"kanet run: writing to {args.output}", file=sys.stderr)
     tile = parse_tile(args.tile)
+    pipeline = None
     try:
         sources = open_sources(args.source, args.retries, args.retry_delay, args.timeout)
         sinks = sinks_for(args.output, sources, args.fps) if args.output else [None] * len(sources)
@@ -117,16 +121,32 @@ def run(args: argparse.Namespace) -> int:
         window = Window() if args.show else None
         with Dehazer.load(args.model, args.backend, device, tile, args.tile_overlap, args.half,
                           args.max_side, verify=not args.no_verify_engine) as dehazer:
-            summary = Pipeline(dehazer, sources, sinks, batch=args.batch, side_by_side=args.side_by_side,
-                               window=window, max_frames=args.max_frames).run()
-    except DehazeError as exc:
-        raise UserError(str(exc)) from None
-    summary = {"model": str(args.model), "output": args.output, **summary}
+            pipeline = Pipeline(dehazer, sources, sinks, batch=args.batch, side_by_side=args.side_by_side,
+                                window=window, max_frames=args.max_frames)
+            summary = pipeline.run()
+    except BaseException as exc:  # the summary is written on every way out, Ctrl-C included
+        with contextlib.suppress(KanetError):  # an unwritable summary must not hide why the run ended
+            _save_summary(args, pipeline.summary if pipeline else None, exc)
+        raise
+    summary = _save_summary(args, summary, None)
+    _print_summary(summary)
+    return 130 if summary["status"] == "interrupted" else 1 if summary["status"] == "failed" else 0
+
+
+def _save_summary(args: argparse.Namespace, summary: dict | None, exc: BaseException | None) -> dict:
+    from runtime.atomic import write_bytes
+
+    """The run's summary with how it ended (status ok | failed | interrupted | error, and the error), written
+    to --summary when given; a run that stopped before any frame flowed gets the status alone."""
+    summary = summary or {"frames_in": 0, "frames_out": 0, "sources": [], "outputs": [], "interrupted": False}
+    interrupted = isinstance(exc, KeyboardInterrupt) or summary["interrupted"]
+    streams = summary.get("streams", {})
+    status = ("interrupted" if interrupted else "error" if exc is not None
+              else "failed" if streams.get("dropped") or streams.get("failed") else "ok")
+    summary = {"model": str(args.model), "output": args.output, "status": status,
+               "error": None if exc is None or interrupted else str(exc) or type(exc).__name__,
+               **summary, "interrupted": interrupted}
     if args.summary:
         Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.summary).write_text(json.dumps(summary, indent=2))
-    _print_summary(summary)
-    streams = summary["streams"]
-    if summary["interrupted"]:
-        return 130
-    return 1 if streams["dropped"] or streams["failed"] else 0
+        write_bytes(args.summary, json.dumps(summary, indent=2).encode())
+    return summary
