@@ -244,7 +244,8 @@ class Pipeline:
         for source, sink, written in zip(self._sources, self._sinks, self._written):
             kept = sink.kept if sink is not None else None
             reports.append({"label": source.label, **source.report(), "frames_out": written,
-                            "output": None if kept is None else str(kept)})
+                            "output": None if kept is None else str(kept),
+                            "audio": sink.audio if sink is not None else None})
         frames_in = sum(r["frames_in"] for r in reports)
         frames_out = sum(self._written)
         undecodable = sum(r["undecodable"] for r in reports)
@@ -267,6 +268,7 @@ class Pipeline:
             "outputs": [r["output"] for r in reports if r["output"] is not None],  # each kept as it is, partial or whole
             "streams": {"retried": [r["label"] for r in reports if r["retries"]],
                         "dropped": [r["label"] for r in reports if r["status"] == "dropped"],
-                        "failed": [r["label"] for r in reports if r["status"] == "failed"]},
+                        "failed": [r["label"] for r in reports if r["status"] == "failed"],
+                        "audio_dropped": [r["label"] for r in reports if (r["audio"] or "").startswith("dropped")]},
             "interrupted": self._interrupted,  # by Ctrl-C (SIGINT)
         }

@@ -28,6 +28,7 @@ DEFAULT_FPS = Fraction(25)
 class Sink:
     path = "-"
     kept: Path | str | None = None  # where what was written lies, once there is something
+    audio: str | None = None        # a video's audio: "copied", "dropped: <why>"; None without any to copy
 
     def write(self, image: np.ndarray, time: float | None, name: str | None) -> None:
         raise NotImplementedError
@@ -134,6 +135,7 @@ class VideoFile(Sink):
         if self.source.audio:
             muxed = self.file.with_name(f"{self.file.stem}.partial-audio{self.file.suffix}")
             why = mux_audio(self.partial, self.source.audio, muxed, self.source.start_time)
+            self.audio = f"dropped: {why}" if why else "copied"
             if why:
                 log.warning("%s: audio not copied (%s); video only", self.path, why)
             else:

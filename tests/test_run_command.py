@@ -129,6 +129,7 @@ def test_video_with_audio_through_a_subprocess_without_torch(frame_onnx, media, 
     assert summary["backend"] == "onnxruntime:CPUExecutionProvider" and summary["precision"] == "fp32"
     (source,) = summary["sources"]
     assert (source["status"], source["frames_in"], source["frames_out"], source["output"]) == ("ok", 30, 30, str(out))
+    assert source["audio"] == "copied" and summary["status"] == "ok"
     assert "30 of 30 frames written" in result.stderr
 
     readable = read_frames(out)  # OpenCV reads it
@@ -145,7 +146,7 @@ def test_video_with_audio_through_a_subprocess_without_torch(frame_onnx, media, 
         assert audio.codec_context.name == "aac"
         seconds = sum(float(p.duration * p.time_base) for p in container.demux(audio) if p.duration)
     assert abs(seconds - 3.0) < 0.2
-    assert not list(tmp_path.glob(".*"))  # the video-only intermediate is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dehazed.mp4", "summary.json"]  # no intermediate left
 
 
 def test_image_folder_with_odd_inputs(frame_onnx, tmp_path, capsys, caplog):
@@ -171,6 +172,24 @@ def test_image_folder_with_odd_inputs(frame_onnx, tmp_path, capsys, caplog):
     np.testing.assert_array_equal(side[:, :W], photo)
     np.testing.assert_array_equal(side[:, W:], Dehazer.load(frame_onnx)(photo))
     assert cv2.imread(str(out / "gray16.png")).shape == (40, 90, 3)
+
+
+def test_audio_that_cannot_be_copied_is_reported(frame_onnx, media, tmp_path, capsys, caplog):
+    """WebM takes no AAC: the video is kept without the audio, with one warning line, the reason in the
+    summary and exit status 1 (not a silent video-only output with exit 0)."""
+    out, summary_file = tmp_path / "out.webm", tmp_path / "s.json"
+    code, err = kanet_run(capsys, "--model", str(frame_onnx), "--source", str(media["clip"]), "--output", str(out),
+                          "--max-frames", "5", "--summary", str(summary_file))
+    assert code == 1, err
+    warnings = [r.getMessage() for r in caplog.records if "audio not copied" in r.getMessage()]
+    assert len(warnings) == 1 and "\n" not in warnings[0], warnings
+    assert "'webm' format does not support 'aac' codec" in warnings[0]
+    summary = json.loads(summary_file.read_text())
+    assert summary["status"] == "degraded" and summary["streams"]["audio_dropped"] == ["clip"]
+    assert summary["sources"][0]["audio"] == "dropped: 'webm' format does not support 'aac' codec"
+    with av.open(str(out)) as container:
+        assert len(container.streams.audio) == 0 and sum(1 for _ in container.decode(video=0)) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.webm", "s.json"]
 
 
 def test_file_names_that_are_not_utf8(frame_onnx, tmp_path):
@@ -369,6 +388,7 @@ def test_ctrl_c_finishes_the_frames_in_flight(frame_onnx, tmp_path):
     assert code == 130, err
     summary = json.loads(summary_file.read_text())
     assert summary["interrupted"] and summary["status"] == "interrupted" and summary["error"] is None
+    assert summary["sources"][0]["audio"] == "copied"
     assert summary["sources"][0]["status"] == "stopped" and summary["outputs"] == [str(out)]
     assert 0 < summary["frames_out"] == summary["frames_in"] < 300 and summary["dropped_frames"] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4", "out.mp4", "s.json"]  # no partial left

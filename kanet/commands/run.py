@@ -16,8 +16,9 @@ from ._model import add_model_arguments
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("Every frame read is accounted for: written, or counted undecodable. Exit status 0 when every "
-                     "source was processed, 1 when one failed, a stream was dropped after its retries or an output "
-                     "could not be written (disk full), 2 on bad input, 130 after Ctrl-C, which stops reading and "
+                     "source was processed, 1 when one failed, a stream was dropped after its retries, an output "
+                     "could not be written (disk full) or a source's audio could not be copied (the video is "
+                     "kept without it; the summary says why), 2 on bad input, 130 after Ctrl-C, which stops reading and "
                      "finishes the frames in flight (as does q in the window), so outputs are complete and the "
                      "summary is written; a second Ctrl-C aborts, leaving a video being written as NAME.partial.EXT.")
     add_model_arguments(parser)
@@ -130,19 +131,21 @@ def run(args: argparse.Namespace) -> int:
         raise
     summary = _save_summary(args, summary, None)
     _print_summary(summary)
-    return 130 if summary["status"] == "interrupted" else 1 if summary["status"] == "failed" else 0
+    return {"ok": 0, "interrupted": 130}.get(summary["status"], 1)
 
 
 def _save_summary(args: argparse.Namespace, summary: dict | None, exc: BaseException | None) -> dict:
     from runtime.atomic import write_bytes
 
-    """The run's summary with how it ended (status ok | failed | interrupted | error, and the error), written
+    """The run's summary with how it ended (status ok | degraded: an output lacks its source's audio | failed |
+    interrupted | error, and the error), written
     to --summary when given; a run that stopped before any frame flowed gets the status alone."""
     summary = summary or {"frames_in": 0, "frames_out": 0, "sources": [], "outputs": [], "interrupted": False}
     interrupted = isinstance(exc, KeyboardInterrupt) or summary["interrupted"]
     streams = summary.get("streams", {})
     status = ("interrupted" if interrupted else "error" if exc is not None
-              else "failed" if streams.get("dropped") or streams.get("failed") else "ok")
+              else "failed" if streams.get("dropped") or streams.get("failed")
+              else "degraded" if streams.get("audio_dropped") else "ok")
     summary = {"model": str(args.model), "output": args.output, "status": status,
                "error": None if exc is None or interrupted else str(exc) or type(exc).__name__,
                **summary, "interrupted": interrupted}
