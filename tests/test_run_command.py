@@ -233,6 +233,37 @@ def test_a_failed_image_write_leaves_the_previous_file(frame_onnx, tmp_path):
     assert os.listdir(out) == ["a.png"] and (out / "a.png").read_bytes() == b"the previous run's output"
 
 
+def make_noise_clip(path: Path, frames: int) -> Path:
+    """Random pixels: a dehazed video of it stays large, so a small file size limit is hit mid-run."""
+    rng = np.random.default_rng(3)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = W, H, "yuv420p"
+        for _ in range(frames):
+            image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+            out.mux(video.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+        out.mux(video.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("where, limit, verb", [("writing frames", 40000, "write"), ("closing", 4096, "finish")])
+def test_a_full_disk_while_writing_a_video_is_one_line(frame_onnx, media, tmp_path, where, limit, verb):
+    """The file size limit strikes while frames are encoded, or only in the flush at close (the muxer buffers
+    a small video): one line, exit 1, nothing under the output's name and no partial file, the summary written."""
+    clip = make_noise_clip(tmp_path / "noise.mp4", 100) if where == "writing frames" else media["clip"]
+    out, summary_file = tmp_path / "out" / "clear.mp4", tmp_path / "s.json"
+    result = subprocess.run([sys.executable, "-m", "kanet", "run", "--model", str(frame_onnx), "--source", str(clip),
+                             "--output", str(out), "--side-by-side", "--summary", str(summary_file)],
+                            capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+                            preexec_fn=_file_size_limit(limit))
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert result.stderr.splitlines()[-1] == (f"kanet run: error: {out}: cannot {verb} the video (File too large); "
+                                              "nothing is left under that name"), result.stderr
+    assert "Traceback" not in result.stderr and os.listdir(out.parent) == []
+    summary = json.loads(summary_file.read_text())
+    assert summary["status"] == "error" and "File too large" in summary["error"] and summary["outputs"] == []
+
+
 def test_two_sources_one_dies_and_comes_back(frame_onnx, media, http_stream, tmp_path, capsys):
     """A list file names a local video and an HTTP stream whose first connection is cut half-way:
     the stream is reopened, frames already delivered are skipped, every frame of both comes out once."""
