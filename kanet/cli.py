@@ -59,6 +59,16 @@ def number(kind: type = int, at_least: float | None = None, above: float | None 
     return parse
 
 
+def path_option(text: str) -> str:
+    """The argparse type of every path option: a path below something that is not a folder
+    (`notes.txt/out.mp4`) can be neither read nor written, so it is refused while parsing, before any work,
+    naming the option and the file: `kanet CMD: error: argument --NAME: ...`, exit 2."""
+    for parent in reversed(Path(text).parents):  # outermost first: name the file that is in the way
+        if parent.exists() and not parent.is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r} lies below {str(parent)!r}, which is a file, not a folder")
+    return text
+
+
 def package_version() -> str:
     """The installed distribution's version (pyproject.toml), read without importing torch."""
     try:

@@ -157,3 +157,42 @@ def test_good_numbers_still_parse():
                                           "--retry-delay", "0", "--batch", "4"])
     assert (args.fps, args.retries, args.retry_delay, args.batch) == (29.97, 0, 0.0, 4)
     assert cli.build_parser().parse_args(["parity", "ckpt", "--fp16-within-2", "1"]).fp16_within_2 == 1.0
+
+
+# Options that take text other than a path (sizes, devices, lists, KEY=VALUE, a title); every other option
+# that takes a string is a path and must go through cli.path_option.
+NOT_PATHS = {"--min", "--opt", "--max", "--compute-capability", "--device", "--tile", "--set", "--title",
+             "--backends", "--resolution", "--video-size",
+             "--pred"}  # NAME=DIR, the folder checked by kanet eval itself
+
+
+def test_every_path_option_uses_the_checked_type():
+    subparsers = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    unchecked = [f"{name} {(action.option_strings or [action.dest])[0]}" for name, parser in subparsers.choices.items()
+                 for action in parser._actions
+                 if action.nargs != 0 and not action.choices and not isinstance(action, argparse._HelpAction)
+                 and action.type is not cli.path_option and not set(action.option_strings) & NOT_PATHS
+                 and getattr(action.type, "__qualname__", "") != "number.<locals>.parse"]  # cli.number checks those
+    assert not unchecked, unchecked
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--model", "m.onnx", "--source", "a.png", "--output", "{below}/out.mp4"],
+    ["run", "--model", "m.onnx", "--source", "a.png", "--output", "out", "--summary", "{below}/s.json"],
+    ["export", "ckpt.pt", "--out", "{below}"], ["build", "m.onnx", "--out", "{below}/engines"],
+    ["eval", "--hazy", "hazy", "--out", "{below}/report"], ["parity", "ckpt.pt", "--report", "{below}/p.json"],
+    ["bench", "--out", "{below}"], ["synth", "--clear-dir", "clear", "--out", "{below}"],
+    ["train", "--clear-dir", "clear", "--out", "{below}"], ["demo", "--out", "{below}"],
+    ["export", "ckpt.pt", "--out", "out", "--cache", "{below}/cache"], ["run", "--model", "{below}/m.onnx", "--source", "a.png"],
+])
+def test_a_path_below_a_file_is_refused_before_any_work(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    argv = [a.replace("{below}", "notes.txt/sub") for a in argv]
+    option = next(argv[i - 1] for i, a in enumerate(argv) if a.startswith("notes.txt/"))
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith(f"kanet {argv[0]}: error: argument {option}: ") and "'notes.txt', which is a file" in lines[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing was made

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from kanet.cli import number
+from kanet.cli import number, path_option
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--compute-capability", action="append", default=[], metavar="SMxx",
                        help="TensorRT-RTX target (repeatable): SM75, SM80, SM86, SM89, SM120 or 'current'; "
                             "default: the current GPU, or all targets on a machine without one")
-    group.add_argument("--cache", default="engines/cache", metavar="DIR",
+    group.add_argument("--cache", type=path_option, default="engines/cache", metavar="DIR",
                        help="engine cache: same ONNX + options + TensorRT reuse the engine (default engines/cache)")
 
 

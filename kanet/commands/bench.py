@@ -6,7 +6,7 @@ import datetime
 import tempfile
 from pathlib import Path
 
-from kanet.cli import UserError, number
+from kanet.cli import UserError, number, path_option
 
 from ._model import add_device_argument
 
@@ -21,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "OUT/results.md and OUT/latency.png. Targets are evaluated and recorded, never enforced. "
                      "Compare two runs with: kanet bench --compare A.json B.json")
     what = parser.add_argument_group("what to run")
-    what.add_argument("--checkpoint", metavar="CKPT",
+    what.add_argument("--checkpoint", type=path_option, metavar="CKPT",
                       help="checkpoint to time (default: a seeded random KA-Net; timings do not depend on the weights)")
-    what.add_argument("--export-dir", metavar="DIR",
+    what.add_argument("--export-dir", type=path_option, metavar="DIR",
                       help="use DIR/kanet_fp32.onnx, kanet_fp16.onnx, kanet_fp16.plan from `kanet export` "
                            "(default: export into the cache, engine only when a GPU is present)")
     what.add_argument("--backends", metavar="LIST",
@@ -59,12 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="per-op-type profiles (ONNX Runtime profiler, torch.profiler) for the CPU targets: "
                             "the missed ones (default), every evaluated one, or none (default with --quick)")
     out = parser.add_argument_group("output")
-    out.add_argument("--out", metavar="DIR",
+    out.add_argument("--out", type=path_option, metavar="DIR",
                      help="results folder (default benchmarks/results/<device>-<date>[-quick])")
-    out.add_argument("--cache", default="engines/cache", metavar="DIR",
+    out.add_argument("--cache", type=path_option, default="engines/cache", metavar="DIR",
                      help="export and engine cache (default engines/cache)")
     out.add_argument("--no-progress", action="store_true", help="no progress bars")
-    out.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
+    out.add_argument("--compare", type=path_option, nargs=2, metavar=("A.json", "B.json"),
                      help="print B/A ratios between two results files and exit")
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 
+from kanet.cli import path_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", nargs="?", help="a checkpoint to load and describe (optional)")
+    parser.add_argument("checkpoint", type=path_option, nargs="?", help="a checkpoint to load and describe (optional)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from kanet.cli import UserError, number
+from kanet.cli import UserError, number, path_option
 from runtime.errors import KanetError
 
 from ._model import add_model_arguments
@@ -22,11 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "finishes the frames in flight (as does q in the window), so outputs are complete and the "
                      "summary is written; a second Ctrl-C aborts, leaving a video being written as NAME.partial.EXT.")
     add_model_arguments(parser)
-    parser.add_argument("--source", required=True, action="append", metavar="S",
+    parser.add_argument("--source", type=path_option, required=True, action="append", metavar="S",
                         help="image file, folder or quoted glob of images/videos, video file, camera index (0), "
                              "rtsp:// or http(s):// URL, or a .txt list of sources (one per line); repeatable, "
                              "sources run concurrently")
-    parser.add_argument("--output", metavar="O",
+    parser.add_argument("--output", type=path_option, metavar="O",
                         help="folder (PNG per frame; a subfolder per source when several), video file "
                              ".mp4/.mkv/.mov/.avi/.webm/.ts (audio copied from a source video; NAME-LABEL.ext per "
                              "source when several), an image file for one input image, or - for raw bgr24 frames "
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "exp2, ...")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output files that exist already (a source is never replaced)")
-    parser.add_argument("--summary", metavar="FILE.json",
+    parser.add_argument("--summary", type=path_option, metavar="FILE.json",
                         help="write the run's summary: frames in/out, undecodable, fps, latency percentiles, "
                              "per-source counts, retried/dropped streams")
     parser.add_argument("--no-verify-engine", action="store_true",
