@@ -265,7 +265,7 @@ class Pipeline:
             "inference": {"batches": len(self._batches), "mean_batch": round(batched / max(len(self._batches), 1), 2),
                           "ms_per_frame": per_stage},
             "sources": reports,
-            "outputs": [r["output"] for r in reports if r["output"] is not None],  # each kept as it is, partial or whole
+            "outputs": [r["output"] for r in reports if r["output"] is not None],  # as kept: whole or partial
             "streams": {"retried": [r["label"] for r in reports if r["retries"]],
                         "dropped": [r["label"] for r in reports if r["status"] == "dropped"],
                         "failed": [r["label"] for r in reports if r["status"] == "failed"],

@@ -183,7 +183,8 @@ def test_every_path_option_uses_the_checked_type():
     ["eval", "--hazy", "hazy", "--out", "{below}/report"], ["parity", "ckpt.pt", "--report", "{below}/p.json"],
     ["bench", "--out", "{below}"], ["synth", "--clear-dir", "clear", "--out", "{below}"],
     ["train", "--clear-dir", "clear", "--out", "{below}"], ["demo", "--out", "{below}"],
-    ["export", "ckpt.pt", "--out", "out", "--cache", "{below}/cache"], ["run", "--model", "{below}/m.onnx", "--source", "a.png"],
+    ["export", "ckpt.pt", "--out", "out", "--cache", "{below}/cache"],
+    ["run", "--model", "{below}/m.onnx", "--source", "a.png"],
 ])
 def test_a_path_below_a_file_is_refused_before_any_work(argv, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -194,5 +195,28 @@ def test_a_path_below_a_file_is_refused_before_any_work(argv, tmp_path, capsys, 
         cli.main(argv)
     assert stop.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines[-1].startswith(f"kanet {argv[0]}: error: argument {option}: ") and "'notes.txt', which is a file" in lines[-1]
+    assert lines[-1].startswith(f"kanet {argv[0]}: error: argument {option}: "), lines
+    assert "'notes.txt', which is a file" in lines[-1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing was made
+
+
+def written(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("option, make", [
+    ("--onnx", lambda d: shutil.copy(SAMPLES / "bench.png", d / "photo.onnx")),
+    ("--onnx", lambda d: shutil.copy(REPO / "weights" / "README.md", d / "card.onnx")),
+    ("--model", lambda d: shutil.copy(SAMPLES / "bench.png", d / "bench.png")),
+    ("--onnx", lambda d: written(d / "empty.onnx", b"")),
+    ("--engine", lambda d: written(d / "junk.plan", b"junk")),  # no GPU: says so; with one: no manifest
+])
+def test_parity_given_a_file_that_is_not_a_model_is_one_line(option, make, tmp_path):
+    """Refused before the checkpoint is loaded or any check runs: stderr is that one line, exit 2."""
+    model = Path(make(tmp_path))
+    proc = kanet("parity", str(REPO / "weights" / "kanet_outdoor.pt"), option, str(model),
+                 "--report", str(tmp_path / "parity.json"))
+    line = one_line_error(proc, "parity")
+    assert proc.stderr.strip() == line and str(model) in line, proc.stderr
+    assert not (tmp_path / "parity.json").exists()

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from export.parity import Thresholds, frame_cases, run_parity, write_report
+    from export.parity import (Thresholds, close_candidates, compare_candidates, frame_cases, open_candidates,
+                               write_report)
     from training import load_checkpoint
 
     from runtime.cuda import device_count
@@ -69,10 +70,14 @@ def run(args: argparse.Namespace) -> int:
     if photos is not None and not photos.is_dir():
         raise UserError(f"{photos}: no such folder of photographs")
     limits = Thresholds(fp32_max_abs=args.fp32_max_abs, fp16_psnr_db=args.fp16_psnr, fp16_within_2=args.fp16_within_2)
-    model = load_checkpoint(args.checkpoint)
-    cases = frame_cases(photos=photos)
-    with tqdm(total=len(cases) * len(candidates), desc="parity", unit="check") as bar:
-        report = run_parity(model, candidates, cases, limits, progress=bar, device=device)
+    runners = open_candidates(candidates, device)  # a file that is not a model: one line, before any work
+    try:
+        model = load_checkpoint(args.checkpoint)
+        cases = frame_cases(photos=photos)
+        with tqdm(total=len(cases) * len(candidates), desc="parity", unit="check") as bar:
+            report = compare_candidates(model, runners, cases, limits, progress=bar)
+    finally:
+        close_candidates(runners)
     write_report(report, args.report)
     print(f"{'case':24s} {'model':16s} {'max|d|':>9s} {'mean|d|':>9s} {'PSNR':>7s} {'<=1':>8s} {'<=2':>8s}  result")
     for r in report["results"]:
