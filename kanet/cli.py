@@ -59,6 +59,24 @@ def number(kind: type = int, at_least: float | None = None, above: float | None 
     return parse
 
 
+def size(form: str = "NxHxW", at_least: int = 1, example: str = "1x720x1280"):
+    """The argparse type of every size option: `form` ('NxHxW', 'HxW') in integers >= `at_least`, parsed to a
+    tuple; anything else is refused while parsing, naming the option: `kanet CMD: error: argument --NAME: ...`."""
+    dims = form.count("x") + 1
+    wanted = f"{form} with every number >= {at_least}, e.g. {example}"
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.lower().split("x"))
+        except ValueError:
+            values = ()
+        if len(values) != dims or min(values) < at_least:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        return values
+
+    return parse
+
+
 def path_option(text: str) -> str:
     """The argparse type of every path option: a path below something that is not a folder
     (`notes.txt/out.mp4`) can be neither read nor written, so it is refused while parsing, before any work,

@@ -159,21 +159,55 @@ def test_good_numbers_still_parse():
     assert cli.build_parser().parse_args(["parity", "ckpt", "--fp16-within-2", "1"]).fp16_within_2 == 1.0
 
 
-# Options that take text other than a path (sizes, devices, lists, KEY=VALUE, a title); every other option
-# that takes a string is a path and must go through cli.path_option.
-NOT_PATHS = {"--min", "--opt", "--max", "--compute-capability", "--device", "--tile", "--set", "--title",
-             "--backends", "--resolution", "--video-size",
+# Options that take free text other than a path (devices, lists, KEY=VALUE, a title); every other option
+# that takes a plain string is a path and must go through cli.path_option.
+NOT_PATHS = {"--compute-capability", "--device", "--set", "--title", "--backends",
              "--pred"}  # NAME=DIR, the folder checked by kanet eval itself
 
 
-def test_every_path_option_uses_the_checked_type():
+def _options():
+    """(command, action) for every option and positional argument of every subcommand."""
     subparsers = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    unchecked = [f"{name} {(action.option_strings or [action.dest])[0]}" for name, parser in subparsers.choices.items()
-                 for action in parser._actions
-                 if action.nargs != 0 and not action.choices and not isinstance(action, argparse._HelpAction)
-                 and action.type is not cli.path_option and not set(action.option_strings) & NOT_PATHS
-                 and getattr(action.type, "__qualname__", "") != "number.<locals>.parse"]  # cli.number checks those
+    return [(name, action) for name, parser in subparsers.choices.items() for action in parser._actions
+            if action.nargs != 0 and not isinstance(action, argparse._HelpAction)]
+
+
+def test_every_path_option_uses_the_checked_type():
+    unchecked = [f"{name} {(action.option_strings or [action.dest])[0]}" for name, action in _options()
+                 if action.type is None and not action.choices and not set(action.option_strings) & NOT_PATHS]
     assert not unchecked, unchecked
+
+
+def test_every_size_option_uses_the_checked_type():
+    sizes = [(name, action) for name, action in _options() if "HxW" in str(action.metavar)]
+    assert len(sizes) == 9  # --min/--opt/--max of export and build, run --tile, bench --resolution/--video-size
+    unchecked = [f"{name} {action.option_strings[0]}" for name, action in sizes
+                 if getattr(action.type, "__qualname__", "") not in ("size.<locals>.parse", "parse_tile")]
+    assert not unchecked, unchecked
+
+
+@pytest.mark.parametrize("argv", [
+    ["export", "--opt", "1x720"], ["build", "--min", "0x64x64"], ["export", "--max", "nanx1x1"],
+    ["build", "--max", "4x1088x1920x3"], ["run", "--tile", "-5"], ["run", "--tile", "12x"],
+    ["run", "--tile", "big"], ["bench", "--resolution", "20x64"], ["bench", "--resolution", "720p"],
+    ["bench", "--video-size", "720xabc"],
+])
+def test_a_bad_size_is_refused_while_parsing_naming_the_option(argv, capsys):
+    command, option, value = argv
+    with pytest.raises(SystemExit) as stop:
+        cli.main([command, f"{option}={value}"])
+    assert stop.value.code == 2
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith(f"kanet {command}: error: argument {option}: expected ") and repr(value) in line, line
+
+
+def test_good_sizes_still_parse():
+    parse = cli.build_parser().parse_args
+    args = parse(["export", "c.pt", "--out", "o", "--min", "1x64x64", "--max", "2X128X160"])
+    assert (args.min, args.opt, args.max) == ((1, 64, 64), (1, 720, 1280), (2, 128, 160))  # --opt: its default
+    tiles = [parse(["run", "--model", "m", "--source", "s", "--tile", t]).tile for t in ("auto", "off", "512", "540x960")]
+    assert tiles == [None, 0, 512, (540, 960)]
+    assert parse(["bench", "--resolution", "720x1280", "--resolution", "33x33"]).resolution == [(720, 1280), (33, 33)]
 
 
 @pytest.mark.parametrize("argv", [

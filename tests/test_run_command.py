@@ -317,7 +317,6 @@ def test_corrupt_truncated_and_empty_inputs(frame_onnx, media, tmp_path, capsys)
 @pytest.mark.parametrize("args, expect", [
     (["--source", "{empty_dir}"], "no images or videos in this folder"),
     (["--source", "{tmp}/missing.mp4"], "missing.mp4: no such file, folder, camera or URL"),
-    (["--source", "{clip}", "--tile", "big"], "--tile 'big': expected auto, off, N or HxW"),
     (["--source", "{clip}", "--model", "{tmp}/none.onnx"], "none.onnx: no such model file"),
     (["--source", "{clip}", "--output", "{tmp}/one.png"], "an image file holds one dehazed image"),
     (["--source", "{clip}", "--source", "{clip}", "--output", "-"], "raw frames on stdout take exactly one source"),

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import argparse
 
-from kanet.cli import number, path_option
+from kanet.cli import number, path_option, size
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("engine build")
-    group.add_argument("--min", default="1x256x256", metavar="NxHxW", help="smallest batch x height x width (default 1x256x256)")
-    group.add_argument("--opt", default="1x720x1280", metavar="NxHxW", help="shape tuned for (default 1x720x1280)")
-    group.add_argument("--max", default="4x1088x1920", metavar="NxHxW", help="largest batch x height x width (default 4x1088x1920)")
+    group.add_argument("--min", type=size(), default="1x256x256", metavar="NxHxW",
+                       help="smallest batch x height x width (default 1x256x256)")
+    group.add_argument("--opt", type=size(), default="1x720x1280", metavar="NxHxW",
+                       help="shape tuned for (default 1x720x1280)")
+    group.add_argument("--max", type=size(), default="4x1088x1920", metavar="NxHxW",
+                       help="largest batch x height x width (default 4x1088x1920)")
     group.add_argument("--workspace", type=number(float, above=0), default=8.0, metavar="GiB",
                        help="builder workspace limit (default 8; the default --max needs more than 4)")
     group.add_argument("--opt-level", type=number(int, 0, at_most=5), default=3, metavar="0-5",
@@ -23,8 +26,8 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_options(args: argparse.Namespace):
-    from export.engine import BuildOptions, Profile, parse_shape
+    from export.engine import BuildOptions, Profile
 
-    profile = Profile(parse_shape(args.min), parse_shape(args.opt), parse_shape(args.max))
+    profile = Profile(args.min, args.opt, args.max)
     profile.validate()
     return BuildOptions(profile, args.workspace, args.opt_level, tuple(args.compute_capability))

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from kanet.cli import UserError, number, path_option
+from kanet.cli import number, path_option, size
 from runtime.errors import KanetError
 
 from ._model import add_model_arguments
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the file once more at start)")
     parser.add_argument("--batch", type=number(int, 1), default=1,
                         help="frames per inference call, gathered across sources of the same frame size (default 1)")
-    parser.add_argument("--tile", default="auto", metavar="auto|off|N|HxW",
+    parser.add_argument("--tile", type=parse_tile, default="auto", metavar="auto|off|N|HxW",
                         help="frames larger than this are dehazed in overlapping tiles; auto: only frames larger "
                              "than the engine profile, in tiles of its maximum size (default); off: such frames "
                              "are an error")
@@ -74,19 +74,16 @@ def next_run_folder(base: Path = Path("runs/dehaze")) -> Path:
 
 
 def parse_tile(text: str):
-    """'auto' -> None, 'off' -> 0, '512' -> 512, '540x960' -> (540, 960)."""
+    """The argparse type of --tile: 'auto' -> None, 'off' -> 0, '512' -> 512, '540x960' -> (540, 960)."""
     text = text.lower()
     if text == "auto":
         return None
     if text in ("off", "0"):
         return 0
     try:
-        sizes = [int(v) for v in text.split("x")]
-    except ValueError:
-        sizes = []
-    if len(sizes) not in (1, 2) or min(sizes) < 1:
-        raise UserError(f"--tile {text!r}: expected auto, off, N or HxW")
-    return sizes[0] if len(sizes) == 1 else tuple(sizes)
+        return size("HxW")(text) if "x" in text else size("N")(text)[0]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected auto, off, N or HxW (numbers >= 1), got {text!r}") from None
 
 
 def _print_summary(summary: dict) -> None:
@@ -113,14 +110,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.output and not args.show:
         args.output = str(next_run_folder())
         print(f"kanet run: writing to {args.output}", file=sys.stderr)
-    tile = parse_tile(args.tile)
     pipeline = None
     try:
         sources = open_sources(args.source, args.retries, args.retry_delay, args.timeout)
         sinks = sinks_for(args.output, sources, args.fps) if args.output else [None] * len(sources)
         check_outputs([s for s in sinks if s is not None], sources, args.overwrite)
         window = Window() if args.show else None
-        with Dehazer.load(args.model, args.backend, device, tile, args.tile_overlap, args.half,
+        with Dehazer.load(args.model, args.backend, device, args.tile, args.tile_overlap, args.half,
                           args.max_side, verify=not args.no_verify_engine) as dehazer:
             pipeline = Pipeline(dehazer, sources, sinks, batch=args.batch, side_by_side=args.side_by_side,
                                 window=window, max_frames=args.max_frames)
