@@ -182,6 +182,34 @@ def test_tile_blending_weights_sum_to_one():
     np.testing.assert_array_equal(out, frames)
 
 
+@pytest.mark.parametrize("axis", [1, 2], ids=["rows of tiles", "columns of tiles"])
+def test_tiles_cross_fade_linearly_over_their_overlap(axis):
+    """A fake model that paints each tile one constant, 60 steps apart from its neighbour's: inside each
+    overlap the result must climb from one constant to the next in steps of at most 60 / fade (+1 for
+    rounding). Equal weights would jump 30 at the overlap's edges, a hard cut 60 at one pixel."""
+    length, tile, overlap, step = 200, 80, 24, 60
+    shape = [1, 40, 40, 3]
+    shape[axis] = length
+    painted = []
+
+    def paint(tiles: np.ndarray) -> np.ndarray:
+        out = np.stack([np.full(t.shape, step * (len(painted) + i), np.uint8) for i, t in enumerate(tiles)])
+        painted.extend(range(len(tiles)))
+        return out
+
+    size = (tile, 40) if axis == 1 else (40, tile)
+    out = run_tiled(np.zeros(shape, np.uint8), size, overlap, 2, paint)
+    line = (out[0, :, 0, 0] if axis == 1 else out[0, 0, :, 0]).astype(int)
+    starts = tile_starts(length, tile, overlap)
+    assert len(painted) == len(starts) == 4  # 0, 40, 80, 120: overlaps of 40
+    for i, (a, b) in enumerate(zip(starts, starts[1:])):
+        fade = a + tile - b  # the overlap of tiles i and i + 1
+        inside = line[b:a + tile]
+        assert abs(inside[0] - step * i) <= step / fade + 1 and abs(inside[-1] - step * (i + 1)) <= step / fade + 1
+        assert np.abs(np.diff(line[b - 1:a + tile + 1])).max() <= step / fade + 1, inside
+    assert (line[:starts[1]] == 0).all() and (line[starts[-2] + tile:] == step * (len(starts) - 1)).all()
+
+
 def test_tiled_vs_untiled_seams(frame_onnx, dehazer):
     """A real photograph at 128 x 176, whole and in 2 x 3 tiles of 80 x 96 (as an engine with that profile
     maximum would tile it), overlap >= 32 blended linearly.
