@@ -70,17 +70,25 @@ def test_batch_list_and_timings(dehazer, session):
     np.testing.assert_array_equal(results[1], dehazer(mixed[1]))
 
 
-def test_frames_below_33_are_padded_and_cropped_back(dehazer):
-    out = dehazer(_frames(20, 31))
-    assert out.shape == (20, 31, 3)
+def _padded_reference(session, frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The model on `frame` mirror-padded (np.pad symmetric, bottom and right) to height x width, cropped back."""
+    h, w = frame.shape[:2]
+    padded = np.pad(frame[None], ((0, 0), (0, height - h), (0, width - w), (0, 0)), mode="symmetric")
+    return session.run(None, {session.get_inputs()[0].name: padded})[0][0, :h, :w]
 
 
-def test_profile_splits_batches_and_pads_small_frames(frame_onnx, dehazer):
+def test_frames_below_33_are_padded_and_cropped_back(dehazer, session):
+    frame = _frames(20, 31, seed=4)
+    np.testing.assert_array_equal(dehazer(frame), _padded_reference(session, frame, 33, 33))
+
+
+def test_profile_splits_batches_and_pads_small_frames(frame_onnx, dehazer, session):
     batch = _frames(5, 48, 64, seed=3)
     limited = Dehazer(_profiled(frame_onnx, min_shape=(2, 48, 48), max_shape=(2, 64, 80)))
     out = limited(batch)  # 5 frames through a max batch of 2: 2 + 2 + 1 padded to the min batch of 2
     assert np.abs(out.astype(int) - dehazer(batch).astype(int)).max() <= 1
-    assert limited(_frames(40, 64)).shape == (40, 64, 3)  # height below the profile minimum: padded
+    short = _frames(40, 64, seed=6)  # height below the profile minimum: padded to 48, cropped back
+    np.testing.assert_array_equal(limited(short), _padded_reference(session, short, 48, 64))
 
 
 def test_conversions_warn_once_in_one_line(dehazer, caplog, monkeypatch):
