@@ -47,17 +47,6 @@ class Profile:
             raise ExportError(f"profile min {self.min}: frames must be at least 33 x 33")
 
 
-def parse_shape(text: str) -> tuple[int, int, int]:
-    """'1x720x1280' -> (1, 720, 1280)."""
-    try:
-        batch, height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ExportError(f"shape {text!r}: expected BATCHxHEIGHTxWIDTH, e.g. 1x720x1280") from None
-    if min(batch, height, width) < 1:
-        raise ExportError(f"shape {text!r}: every dimension must be positive")
-    return batch, height, width
-
-
 def import_tensorrt(prefer: str | None = None) -> tuple[ModuleType, str]:
     """(module, flavour): full TensorRT when importable, else TensorRT-RTX (shared with the runtime)."""
     try:

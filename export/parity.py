@@ -161,45 +161,70 @@ def _candidate(path: Path, device: str):
             return _EngineCandidate(path, device)
         except (OSError, RuntimeError, ValueError) as exc:
             raise ExportError(f"{path}: {exc}") from None
-    return _OnnxCandidate(path)
+    try:
+        return _OnnxCandidate(path)
+    except Exception as exc:  # onnx and ONNX Runtime raise their own types (DecodeError, InvalidProtobuf, ...)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"{path}: not an ONNX model ONNX Runtime can load ({reason})") from None
+
+
+def open_candidates(candidates: dict[str, tuple[Path, str]], device: str = "auto") -> dict[str, tuple[object, str]]:
+    """label -> (runner, precision) for candidates label -> (ONNX or engine path, precision): every model is
+    opened here, so a file that is not one is a one-line error before any comparison starts."""
+    runners: dict[str, tuple[object, str]] = {}
+    try:
+        for label, (path, precision) in candidates.items():
+            runners[label] = (_candidate(Path(path), device), precision)
+    except BaseException:
+        close_candidates(runners)
+        raise
+    return runners
+
+
+def close_candidates(runners: dict[str, tuple[object, str]]) -> None:
+    for runner, _ in runners.values():
+        runner.close()
 
 
 def run_parity(model: KANet, candidates: dict[str, tuple[Path, str]], cases: list[tuple[str, np.ndarray]],
                limits: Thresholds = Thresholds(), progress=None, device: str = "auto") -> dict:
     """candidates: label -> (ONNX or engine path, precision); engines run on `device` (runtime.devices), ONNX
     models on ONNX Runtime's CPU provider. Returns the report; report['passed'] says it all."""
+    runners = open_candidates(candidates, device)
+    try:
+        return compare_candidates(model, runners, cases, limits, progress)
+    finally:
+        close_candidates(runners)
+
+
+def compare_candidates(model: KANet, runners: dict[str, tuple[object, str]], cases: list[tuple[str, np.ndarray]],
+                       limits: Thresholds = Thresholds(), progress=None) -> dict:
+    """The report of `runners` (open_candidates) against PyTorch FP32 on `cases`."""
     frame_model = FrameIO(model).eval()
     results, skipped = [], []
-    runners = {}
-    try:
-        for label, (path, precision) in candidates.items():
-            runners[label] = (_candidate(Path(path), device), precision)
-        for case_name, frames in cases:
-            reasons = {label: runner.fits(frames) for label, (runner, _) in runners.items()}
+    for case_name, frames in cases:
+        reasons = {label: runner.fits(frames) for label, (runner, _) in runners.items()}
+        if progress is not None:
+            progress.update(sum(reason is not None for reason in reasons.values()))
+        for label, reason in reasons.items():
+            if reason is not None:
+                skipped.append({"case": case_name, "candidate": label, "reason": reason})
+        if all(reason is not None for reason in reasons.values()):
+            continue  # no reference needed: the PyTorch passes are the slow part on a CPU
+        with torch.no_grad():
+            ref_frames = frame_model(torch.from_numpy(frames)).numpy()
+            tensor_in = _to_tensor_input(frames)
+            ref_tensor = model.dehaze(torch.from_numpy(tensor_in)).numpy()
+        for label, (runner, precision) in runners.items():
+            if reasons[label] is not None:
+                continue
             if progress is not None:
-                progress.update(sum(reason is not None for reason in reasons.values()))
-            for label, reason in reasons.items():
-                if reason is not None:
-                    skipped.append({"case": case_name, "candidate": label, "reason": reason})
-            if all(reason is not None for reason in reasons.values()):
-                continue  # no reference needed: the PyTorch passes are the slow part on a CPU
-            with torch.no_grad():
-                ref_frames = frame_model(torch.from_numpy(frames)).numpy()
-                tensor_in = _to_tensor_input(frames)
-                ref_tensor = model.dehaze(torch.from_numpy(tensor_in)).numpy()
-            for label, (runner, precision) in runners.items():
-                if reasons[label] is not None:
-                    continue
-                if progress is not None:
-                    progress.update(1)
-                output = runner(frames if runner.io == "frames" else tensor_in)
-                metrics = compare(ref_frames if runner.io == "frames" else ref_tensor, output)
-                failures = check(metrics, precision, runner.io, limits)
-                results.append({"case": case_name, "shape": list(frames.shape), "candidate": label, "io": runner.io,
-                                "precision": precision, **metrics, "failures": failures})
-    finally:
-        for runner, _ in runners.values():
-            runner.close()
+                progress.update(1)
+            output = runner(frames if runner.io == "frames" else tensor_in)
+            metrics = compare(ref_frames if runner.io == "frames" else ref_tensor, output)
+            failures = check(metrics, precision, runner.io, limits)
+            results.append({"case": case_name, "shape": list(frames.shape), "candidate": label, "io": runner.io,
+                            "precision": precision, **metrics, "failures": failures})
     return {"reference": "PyTorch FP32 (KANet.dehaze / FrameIO)", "thresholds": asdict(limits),
             "results": results, "skipped": skipped,
             "passed": bool(results) and all(not r["failures"] for r in results)}

@@ -60,6 +60,34 @@ def number(kind: type = int, at_least: float | None = None, above: float | None 
     return parse
 
 
+def size(form: str = "NxHxW", at_least: int = 1, example: str = "1x720x1280"):
+    """The argparse type of every size option: `form` ('NxHxW', 'HxW') in integers >= `at_least`, parsed to a
+    tuple; anything else is refused while parsing, naming the option: `kanet CMD: error: argument --NAME: ...`."""
+    dims = form.count("x") + 1
+    wanted = f"{form} with every number >= {at_least}, e.g. {example}"
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.lower().split("x"))
+        except ValueError:
+            values = ()
+        if len(values) != dims or min(values) < at_least:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        return values
+
+    return parse
+
+
+def path_option(text: str) -> str:
+    """The argparse type of every path option: a path below something that is not a folder
+    (`notes.txt/out.mp4`) can be neither read nor written, so it is refused while parsing, before any work,
+    naming the option and the file: `kanet CMD: error: argument --NAME: ...`, exit 2."""
+    for parent in reversed(Path(text).parents):  # outermost first: name the file that is in the way
+        if parent.exists() and not parent.is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r} lies below {str(parent)!r}, which is a file, not a folder")
+    return text
+
+
 def package_version() -> str:
     """The installed distribution's version (pyproject.toml), read without importing torch."""
     try:
@@ -124,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(importlib.import_module(args._module).run(args) or 0)
     except KanetError as exc:
         print(f"kanet {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_status
     except KeyboardInterrupt:
         print(f"kanet {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -43,4 +43,7 @@ def mux_audio(video_only: Path, audio_source: str, out: Path, start: float) -> s
     except (av.FFmpegError, OSError, ValueError) as exc:
         out.unlink(missing_ok=True)
         return str(exc)
+    except BaseException:  # Ctrl-C: no half-muxed file left behind
+        out.unlink(missing_ok=True)
+        raise
     return None

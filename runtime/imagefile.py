@@ -5,13 +5,12 @@ crash (segfault) on a file name that is not valid UTF-8, which any Linux folder 
 """
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .atomic import write_bytes
 from .errors import DehazeError
 
 
@@ -30,8 +29,7 @@ def read_image(path: str | Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarra
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
-    """Encode by the file's suffix and write it atomically: into a temporary file beside it, renamed over
-    `path` once complete, so a failed write (disk full, a killed run) leaves nothing half-written there."""
+    """Encode by the file's suffix and write it atomically (runtime.atomic)."""
     path = Path(path)
     try:
         ok, data = cv2.imencode(path.suffix, image)
@@ -39,13 +37,4 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
         ok = False
     if not ok:
         raise DehazeError(f"{path}: cannot encode the image as {path.suffix or 'an image (no suffix)'}")
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
-    try:
-        # os.open, not tempfile: the file gets the umask's usual permissions, not mkstemp's 0600
-        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as handle:
-            handle.write(data.tobytes())
-        os.replace(temporary, path)
-    except OSError as exc:
-        raise DehazeError(f"{path}: could not be written ({exc.strerror or exc})") from None
-    finally:
-        temporary.unlink(missing_ok=True)  # after a failure (or Ctrl-C); gone already after the rename
+    write_bytes(path, data.tobytes())

@@ -5,7 +5,8 @@ memory stays bounded); the inference thread batches what is waiting, grouped by 
 and passes everything on in arrival order, so each source's frames stay in order; the
 calling thread encodes, shows and counts. Every frame read is accounted for: written, or
 reported undecodable. Ctrl-C (or q in the window) stops reading and finishes the frames in
-flight, so video files are closed properly; a second Ctrl-C aborts.
+flight, so video files are closed properly; a second Ctrl-C aborts, and outputs are abandoned
+(a video stays NAME.partial.EXT) rather than finished.
 """
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ class Pipeline:
         self._written = [0] * len(sources)
         self._latencies: list[float] = []
         self._batches: list[tuple[int, dict[str, float]]] = []
+        self.summary: dict | None = None  # set when run() ends, however it ends
 
     # -- plumbing --------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> None:
@@ -98,10 +100,11 @@ class Pipeline:
 
     def _on_sigint(self, signum, frame) -> None:
         if self._stop.is_set():
+            self._interrupted = True
             raise KeyboardInterrupt
-        log.warning("stopping: finishing the frames in flight (Ctrl-C again to abort)")
         self._interrupted = True
-        self._stop.set()
+        self._stop.set()  # before the message: a second Ctrl-C may strike while it is printed
+        log.warning("stopping: finishing the frames in flight (Ctrl-C again to abort)")
 
     # -- stages ----------------------------------------------------------------------------
     def _decode(self, index: int, source: Source) -> None:
@@ -182,7 +185,8 @@ class Pipeline:
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> dict:
-        """Process every source to its end (or until stopped); the summary of what happened."""
+        """Process every source to its end (or until stopped); the summary of what happened. On an error or
+        a second Ctrl-C the exception propagates, and `self.summary` still holds the summary."""
         started = time.perf_counter()
         threads = [threading.Thread(target=self._decode, args=(i, s), name=f"decode-{s.label}", daemon=True)
                    for i, s in enumerate(self._sources)]
@@ -199,29 +203,49 @@ class Pipeline:
         except BaseException as exc:
             self._fail(exc)
         finally:
-            bar.close()
-            self._stop.set()
-            for thread in threads:
-                thread.join(timeout=5.0)
-            for sink in self._sinks:
-                if sink is not None:
-                    try:
-                        sink.close()
-                    except Exception as exc:
-                        self._fail(exc)
+            try:
+                bar.close()
+                self._stop.set()
+                for thread in threads:
+                    thread.join(timeout=5.0)
+            except KeyboardInterrupt as exc:
+                self._fail(exc)
+            self._finish_sinks()
             if self._window:
                 self._window.close()
             if main:
                 signal.signal(signal.SIGINT, previous)
+            self.summary = self._summary(time.perf_counter() - started)
         if self._error is not None:
             raise self._error
-        return self._summary(time.perf_counter() - started)
+        return self.summary
+
+    def _finish_sinks(self) -> None:
+        """Close every output; after a second Ctrl-C (which may have struck mid-frame) abandon them instead,
+        so an output is complete under its name or left as a partial file, never broken under its name."""
+        aborted = isinstance(self._error, KeyboardInterrupt)
+        for sink in self._sinks:
+            if sink is None:
+                continue
+            try:
+                if aborted:
+                    sink.abandon()
+                else:
+                    sink.close()
+            except KeyboardInterrupt as exc:  # Ctrl-C again while closing: the rest are abandoned
+                self._fail(exc)
+                self._interrupted = aborted = True
+                sink.abandon()
+            except Exception as exc:
+                self._fail(exc)
 
     def _summary(self, seconds: float) -> dict:
         reports = []
         for source, sink, written in zip(self._sources, self._sinks, self._written):
+            kept = sink.kept if sink is not None else None
             reports.append({"label": source.label, **source.report(), "frames_out": written,
-                            "output": sink.path if sink is not None else None})
+                            "output": None if kept is None else str(kept),
+                            "audio": sink.audio if sink is not None else None})
         frames_in = sum(r["frames_in"] for r in reports)
         frames_out = sum(self._written)
         undecodable = sum(r["undecodable"] for r in reports)
@@ -241,8 +265,10 @@ class Pipeline:
             "inference": {"batches": len(self._batches), "mean_batch": round(batched / max(len(self._batches), 1), 2),
                           "ms_per_frame": per_stage},
             "sources": reports,
+            "outputs": [r["output"] for r in reports if r["output"] is not None],  # as kept: whole or partial
             "streams": {"retried": [r["label"] for r in reports if r["retries"]],
                         "dropped": [r["label"] for r in reports if r["status"] == "dropped"],
-                        "failed": [r["label"] for r in reports if r["status"] == "failed"]},
+                        "failed": [r["label"] for r in reports if r["status"] == "failed"],
+                        "audio_dropped": [r["label"] for r in reports if (r["audio"] or "").startswith("dropped")]},
             "interrupted": self._interrupted,  # by Ctrl-C (SIGINT)
         }

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from .audio import mux_audio
-from .errors import DehazeError
+from .errors import DehazeError, OutputError
 from .imagefile import write_image
 from .sources import IMAGE_SUFFIXES, Source
 
@@ -27,12 +27,17 @@ DEFAULT_FPS = Fraction(25)
 
 class Sink:
     path = "-"
+    kept: Path | str | None = None  # where what was written lies, once there is something
+    audio: str | None = None        # a video's audio: "copied", "dropped: <why>"; None without any to copy
 
     def write(self, image: np.ndarray, time: float | None, name: str | None) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
         pass
+
+    def abandon(self) -> None:
+        """The run was aborted at an arbitrary point (a second Ctrl-C): keep what can be kept, finish nothing."""
 
 
 class ImageFolder(Sink):
@@ -49,6 +54,7 @@ class ImageFolder(Sink):
         target = self.folder / f"{name or f'{self.count:06d}'}.png"
         write_image(target, image)
         self.count += 1
+        self.kept = self.folder
 
 
 class ImageFile(Sink):
@@ -59,14 +65,18 @@ class ImageFile(Sink):
     def write(self, image: np.ndarray, time: float | None, name: str | None) -> None:
         self.file.parent.mkdir(parents=True, exist_ok=True)
         write_image(self.file, image)
+        self.kept = self.file
 
 
 class VideoFile(Sink):
-    """Frames encoded at the source's rate with its timestamps (gaps kept), audio copied afterwards."""
+    """Frames encoded at the source's rate with its timestamps (gaps kept), audio copied afterwards.
+    The video grows as NAME.partial.EXT and is renamed to NAME.EXT once complete, so a failed or aborted
+    run never leaves a broken file under the final name."""
 
     def __init__(self, path: Path, source: Source, fps: float | None) -> None:
         self.file, self.path, self.source = path, str(path), source
         self.targets = [path]
+        self.partial = path.with_name(f"{path.stem}.partial{path.suffix}")
         self.fps = Fraction(fps).limit_denominator(1001) if fps else None
         self._container = None
         self._next_pts = 0
@@ -74,12 +84,8 @@ class VideoFile(Sink):
     def _open(self, height: int, width: int) -> None:
         self.fps = self.fps or self.source.fps or DEFAULT_FPS
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        # With audio to copy, the video goes to a temporary file first and is remuxed with it at the end.
-        self._target = self.file
-        if self.source.audio:
-            self._target = self.file.with_name(f".{self.file.stem}.video{self.file.suffix}")
         codec = VIDEO_CODECS[self.file.suffix.lower()]
-        self._container = av.open(str(self._target), "w")
+        self._container = av.open(str(self.partial), "w")
         self._stream = self._container.add_stream(codec, rate=self.fps)
         self._stream.width, self._stream.height = width + width % 2, height + height % 2
         self._stream.pix_fmt = "yuv420p"
@@ -91,7 +97,9 @@ class VideoFile(Sink):
         try:
             self._encode(image, time)
         except (av.FFmpegError, OSError) as exc:
-            raise DehazeError(f"{self.path}: cannot write the video ({exc})") from None
+            self._discard()
+            raise OutputError(f"{self.path}: cannot write the video ({_reason(exc)}); nothing is left under "
+                              "that name") from None
 
     def _encode(self, image: np.ndarray, time: float | None) -> None:
         if self._container is None:
@@ -111,6 +119,7 @@ class VideoFile(Sink):
             self._container.mux(packet)
 
     def close(self) -> None:
+        """Flush the encoder, copy the source's audio in, and give the video its name."""
         if self._container is None:
             return
         try:
@@ -118,16 +127,48 @@ class VideoFile(Sink):
                 self._container.mux(packet)
             self._container.close()
         except (av.FFmpegError, OSError) as exc:
-            raise DehazeError(f"{self.path}: cannot finish the video ({exc})") from None
-        finally:
-            self._container = None
-        if self._target != self.file:
-            why = mux_audio(self._target, self.source.audio, self.file, self.source.start_time)
+            self._discard()
+            raise OutputError(f"{self.path}: cannot finish the video ({_reason(exc)}); nothing is left under "
+                              "that name") from None
+        self._container = None
+        self.kept = self.partial  # complete video frames from here on, should the rest be interrupted
+        if self.source.audio:
+            muxed = self.file.with_name(f"{self.file.stem}.partial-audio{self.file.suffix}")
+            why = mux_audio(self.partial, self.source.audio, muxed, self.source.start_time)
+            self.audio = f"dropped: {why}" if why else "copied"
             if why:
                 log.warning("%s: audio not copied (%s); video only", self.path, why)
-                os.replace(self._target, self.file)
             else:
-                self._target.unlink()
+                os.replace(muxed, self.partial)
+        os.replace(self.partial, self.file)
+        self.kept = self.file
+
+    def abandon(self) -> None:
+        """Close what was written (a packet may be missing where the abort struck) and leave it as
+        NAME.partial.EXT; if even that fails, remove it."""
+        container, self._container = self._container, None
+        if container is None:
+            return
+        try:
+            container.close()
+            self.kept = self.partial
+        except (av.FFmpegError, OSError):
+            self.partial.unlink(missing_ok=True)
+
+    def _discard(self) -> None:
+        """After a failed write: no encoder flush (writing more into a failed muxer is where libav can
+        crash), and the unfinishable file goes."""
+        container, self._container = self._container, None
+        if container is not None:
+            try:
+                container.close()
+            except (av.FFmpegError, OSError):
+                pass
+        self.partial.unlink(missing_ok=True)
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
 
 
 class RawStdout(Sink):
@@ -142,6 +183,7 @@ class RawStdout(Sink):
             log.warning("stdout: raw bgr24 frames of %dx%d", image.shape[1], image.shape[0])
         try:
             sys.stdout.buffer.write(np.ascontiguousarray(image).data)
+            self.kept = "-"
         except BrokenPipeError:
             raise DehazeError("stdout was closed by the reading process") from None
 

@@ -118,8 +118,6 @@ def test_compare_prints_ratios(tiny_run, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--compare", "README.md", "README.md"], "not a readable JSON file"),
-    (["--resolution", "20x64"], "at least 33 x 33"),
-    (["--resolution", "720p"], "expected HEIGHTxWIDTH"),
     (["--backends", "torch-eager,tensorflow"], "unknown tensorflow"),
     (["--iterations", "5", "--min-iterations", "6"], "--min-iterations 6 exceeds --iterations 5"),
     (["--video-size", "65x64"], "even height and width"),

@@ -157,3 +157,100 @@ def test_good_numbers_still_parse():
                                           "--retry-delay", "0", "--batch", "4"])
     assert (args.fps, args.retries, args.retry_delay, args.batch) == (29.97, 0, 0.0, 4)
     assert cli.build_parser().parse_args(["parity", "ckpt", "--fp16-within-2", "1"]).fp16_within_2 == 1.0
+
+
+# Options that take free text other than a path (devices, lists, KEY=VALUE, a title); every other option
+# that takes a plain string is a path and must go through cli.path_option.
+NOT_PATHS = {"--compute-capability", "--device", "--set", "--title", "--backends",
+             "--pred"}  # NAME=DIR, the folder checked by kanet eval itself
+
+
+def _options():
+    """(command, action) for every option and positional argument of every subcommand."""
+    subparsers = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return [(name, action) for name, parser in subparsers.choices.items() for action in parser._actions
+            if action.nargs != 0 and not isinstance(action, argparse._HelpAction)]
+
+
+def test_every_path_option_uses_the_checked_type():
+    unchecked = [f"{name} {(action.option_strings or [action.dest])[0]}" for name, action in _options()
+                 if action.type is None and not action.choices and not set(action.option_strings) & NOT_PATHS]
+    assert not unchecked, unchecked
+
+
+def test_every_size_option_uses_the_checked_type():
+    sizes = [(name, action) for name, action in _options() if "HxW" in str(action.metavar)]
+    assert len(sizes) == 9  # --min/--opt/--max of export and build, run --tile, bench --resolution/--video-size
+    unchecked = [f"{name} {action.option_strings[0]}" for name, action in sizes
+                 if getattr(action.type, "__qualname__", "") not in ("size.<locals>.parse", "parse_tile")]
+    assert not unchecked, unchecked
+
+
+@pytest.mark.parametrize("argv", [
+    ["export", "--opt", "1x720"], ["build", "--min", "0x64x64"], ["export", "--max", "nanx1x1"],
+    ["build", "--max", "4x1088x1920x3"], ["run", "--tile", "-5"], ["run", "--tile", "12x"],
+    ["run", "--tile", "big"], ["bench", "--resolution", "20x64"], ["bench", "--resolution", "720p"],
+    ["bench", "--video-size", "720xabc"],
+])
+def test_a_bad_size_is_refused_while_parsing_naming_the_option(argv, capsys):
+    command, option, value = argv
+    with pytest.raises(SystemExit) as stop:
+        cli.main([command, f"{option}={value}"])
+    assert stop.value.code == 2
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith(f"kanet {command}: error: argument {option}: expected ") and repr(value) in line, line
+
+
+def test_good_sizes_still_parse():
+    parse = cli.build_parser().parse_args
+    args = parse(["export", "c.pt", "--out", "o", "--min", "1x64x64", "--max", "2X128X160"])
+    assert (args.min, args.opt, args.max) == ((1, 64, 64), (1, 720, 1280), (2, 128, 160))  # --opt: its default
+    tiles = [parse(["run", "--model", "m", "--source", "s", "--tile", t]).tile for t in ("auto", "off", "512", "540x960")]
+    assert tiles == [None, 0, 512, (540, 960)]
+    assert parse(["bench", "--resolution", "720x1280", "--resolution", "33x33"]).resolution == [(720, 1280), (33, 33)]
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--model", "m.onnx", "--source", "a.png", "--output", "{below}/out.mp4"],
+    ["run", "--model", "m.onnx", "--source", "a.png", "--output", "out", "--summary", "{below}/s.json"],
+    ["export", "ckpt.pt", "--out", "{below}"], ["build", "m.onnx", "--out", "{below}/engines"],
+    ["eval", "--hazy", "hazy", "--out", "{below}/report"], ["parity", "ckpt.pt", "--report", "{below}/p.json"],
+    ["bench", "--out", "{below}"], ["synth", "--clear-dir", "clear", "--out", "{below}"],
+    ["train", "--clear-dir", "clear", "--out", "{below}"], ["demo", "--out", "{below}"],
+    ["export", "ckpt.pt", "--out", "out", "--cache", "{below}/cache"],
+    ["run", "--model", "{below}/m.onnx", "--source", "a.png"],
+])
+def test_a_path_below_a_file_is_refused_before_any_work(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    argv = [a.replace("{below}", "notes.txt/sub") for a in argv]
+    option = next(argv[i - 1] for i, a in enumerate(argv) if a.startswith("notes.txt/"))
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith(f"kanet {argv[0]}: error: argument {option}: "), lines
+    assert "'notes.txt', which is a file" in lines[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing was made
+
+
+def written(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("option, make", [
+    ("--onnx", lambda d: shutil.copy(SAMPLES / "bench.png", d / "photo.onnx")),
+    ("--onnx", lambda d: shutil.copy(REPO / "weights" / "README.md", d / "card.onnx")),
+    ("--model", lambda d: shutil.copy(SAMPLES / "bench.png", d / "bench.png")),
+    ("--onnx", lambda d: written(d / "empty.onnx", b"")),
+    ("--engine", lambda d: written(d / "junk.plan", b"junk")),  # no GPU: says so; with one: no manifest
+])
+def test_parity_given_a_file_that_is_not_a_model_is_one_line(option, make, tmp_path):
+    """Refused before the checkpoint is loaded or any check runs: stderr is that one line, exit 2."""
+    model = Path(make(tmp_path))
+    proc = kanet("parity", str(REPO / "weights" / "kanet_outdoor.pt"), option, str(model),
+                 "--report", str(tmp_path / "parity.json"))
+    line = one_line_error(proc, "parity")
+    assert proc.stderr.strip() == line and str(model) in line, proc.stderr
+    assert not (tmp_path / "parity.json").exists()

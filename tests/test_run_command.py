@@ -130,6 +130,7 @@ def test_video_with_audio_through_a_subprocess_without_torch(frame_onnx, media, 
     assert summary["backend"] == "onnxruntime:CPUExecutionProvider" and summary["precision"] == "fp32"
     (source,) = summary["sources"]
     assert (source["status"], source["frames_in"], source["frames_out"], source["output"]) == ("ok", 30, 30, str(out))
+    assert source["audio"] == "copied" and summary["status"] == "ok"
     assert "30 of 30 frames written" in result.stderr
 
     readable = read_frames(out)  # OpenCV reads it
@@ -146,7 +147,7 @@ def test_video_with_audio_through_a_subprocess_without_torch(frame_onnx, media, 
         assert audio.codec_context.name == "aac"
         seconds = sum(float(p.duration * p.time_base) for p in container.demux(audio) if p.duration)
     assert abs(seconds - 3.0) < 0.2
-    assert not list(tmp_path.glob(".*"))  # the video-only intermediate is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dehazed.mp4", "summary.json"]  # no intermediate left
 
 
 def test_image_folder_with_odd_inputs(frame_onnx, tmp_path, capsys, caplog):
@@ -172,6 +173,24 @@ def test_image_folder_with_odd_inputs(frame_onnx, tmp_path, capsys, caplog):
     np.testing.assert_array_equal(side[:, :W], photo)
     np.testing.assert_array_equal(side[:, W:], Dehazer.load(frame_onnx)(photo))
     assert cv2.imread(str(out / "gray16.png")).shape == (40, 90, 3)
+
+
+def test_audio_that_cannot_be_copied_is_reported(frame_onnx, media, tmp_path, capsys, caplog):
+    """WebM takes no AAC: the video is kept without the audio, with one warning line, the reason in the
+    summary and exit status 1 (not a silent video-only output with exit 0)."""
+    out, summary_file = tmp_path / "out.webm", tmp_path / "s.json"
+    code, err = kanet_run(capsys, "--model", str(frame_onnx), "--source", str(media["clip"]), "--output", str(out),
+                          "--max-frames", "5", "--summary", str(summary_file))
+    assert code == 1, err
+    warnings = [r.getMessage() for r in caplog.records if "audio not copied" in r.getMessage()]
+    assert len(warnings) == 1 and "\n" not in warnings[0], warnings
+    assert "'webm' format does not support 'aac' codec" in warnings[0]
+    summary = json.loads(summary_file.read_text())
+    assert summary["status"] == "degraded" and summary["streams"]["audio_dropped"] == ["clip"]
+    assert summary["sources"][0]["audio"] == "dropped: 'webm' format does not support 'aac' codec"
+    with av.open(str(out)) as container:
+        assert len(container.streams.audio) == 0 and sum(1 for _ in container.decode(video=0)) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.webm", "s.json"]
 
 
 def test_file_names_that_are_not_utf8(frame_onnx, tmp_path):
@@ -210,9 +229,40 @@ def test_a_failed_image_write_leaves_the_previous_file(frame_onnx, tmp_path):
                              "--output", str(out), "--overwrite", "--side-by-side"], capture_output=True, text=True,
                             cwd=REPO, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
                             preexec_fn=_file_size_limit(8192))
-    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert result.returncode == 1, (result.returncode, result.stderr)
     assert "a.png: could not be written (File too large)" in result.stderr.splitlines()[-1], result.stderr
     assert os.listdir(out) == ["a.png"] and (out / "a.png").read_bytes() == b"the previous run's output"
+
+
+def make_noise_clip(path: Path, frames: int) -> Path:
+    """Random pixels: a dehazed video of it stays large, so a small file size limit is hit mid-run."""
+    rng = np.random.default_rng(3)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = W, H, "yuv420p"
+        for _ in range(frames):
+            image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+            out.mux(video.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+        out.mux(video.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("where, limit, verb", [("writing frames", 40000, "write"), ("closing", 4096, "finish")])
+def test_a_full_disk_while_writing_a_video_is_one_line(frame_onnx, media, tmp_path, where, limit, verb):
+    """The file size limit strikes while frames are encoded, or only in the flush at close (the muxer buffers
+    a small video): one line, exit 1, nothing under the output's name and no partial file, the summary written."""
+    clip = make_noise_clip(tmp_path / "noise.mp4", 100) if where == "writing frames" else media["clip"]
+    out, summary_file = tmp_path / "out" / "clear.mp4", tmp_path / "s.json"
+    result = subprocess.run([sys.executable, "-m", "kanet", "run", "--model", str(frame_onnx), "--source", str(clip),
+                             "--output", str(out), "--side-by-side", "--summary", str(summary_file)],
+                            capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+                            preexec_fn=_file_size_limit(limit))
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert result.stderr.splitlines()[-1] == (f"kanet run: error: {out}: cannot {verb} the video (File too large); "
+                                              "nothing is left under that name"), result.stderr
+    assert "Traceback" not in result.stderr and os.listdir(out.parent) == []
+    summary = json.loads(summary_file.read_text())
+    assert summary["status"] == "error" and "File too large" in summary["error"] and summary["outputs"] == []
 
 
 def test_two_sources_one_dies_and_comes_back(frame_onnx, media, http_stream, tmp_path, capsys):
@@ -286,7 +336,6 @@ def test_corrupt_truncated_and_empty_inputs(frame_onnx, media, tmp_path, capsys)
 @pytest.mark.parametrize("args, expect", [
     (["--source", "{empty_dir}"], "no images or videos in this folder"),
     (["--source", "{tmp}/missing.mp4"], "missing.mp4: no such file, folder, camera or URL"),
-    (["--source", "{clip}", "--tile", "big"], "--tile 'big': expected auto, off, N or HxW"),
     (["--source", "{clip}", "--model", "{tmp}/none.onnx"], "none.onnx: no such model file"),
     (["--source", "{clip}", "--output", "{tmp}/one.png"], "an image file holds one dehazed image"),
     (["--source", "{clip}", "--source", "{clip}", "--output", "-"], "raw frames on stdout take exactly one source"),
@@ -359,30 +408,79 @@ def test_raw_frames_on_stdout_tiled(frame_onnx, media):
     np.testing.assert_array_equal(frames, tiled)
 
 
+def _interrupt(command: list[str], partial: Path, times: int) -> tuple[int, str]:
+    """Run `command`, send SIGINT once `partial` (the video being written) has frames, wait for the pipeline
+    to acknowledge it, then send the remaining `times - 1` at once; the exit status and stderr."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (partial.is_file() and partial.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if "stopping: finishing the frames in flight" in line:
+            break
+    for _ in range(times - 1):
+        process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    return process.returncode, "".join(seen) + err
+
+
 def test_ctrl_c_finishes_the_frames_in_flight(frame_onnx, tmp_path):
     """SIGINT mid-run: reading stops, frames already read are still written, the video is closed
     properly (with its audio cut to the video), the summary is written, the exit status is 130."""
     clip = make_clip(tmp_path / "long.mp4", 300)
     out, summary_file = tmp_path / "out.mp4", tmp_path / "s.json"
-    process = subprocess.Popen([sys.executable, "-m", "kanet", "run", "--model", str(frame_onnx), "--source",
-                                str(clip), "--output", str(out), "--summary", str(summary_file)],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    intermediate = tmp_path / ".out.video.mp4"  # written while frames flow (audio is remuxed at the end)
-    deadline = time.monotonic() + 60
-    while not (intermediate.is_file() and intermediate.stat().st_size > 0) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err.decode()
+    code, err = _interrupt([sys.executable, "-m", "kanet", "run", "--model", str(frame_onnx), "--source", str(clip),
+                            "--output", str(out), "--summary", str(summary_file)], tmp_path / "out.partial.mp4", 1)
+    assert code == 130, err
     summary = json.loads(summary_file.read_text())
-    assert summary["interrupted"] and summary["sources"][0]["status"] == "stopped"
+    assert summary["interrupted"] and summary["status"] == "interrupted" and summary["error"] is None
+    assert summary["sources"][0]["audio"] == "copied"
+    assert summary["sources"][0]["status"] == "stopped" and summary["outputs"] == [str(out)]
     assert 0 < summary["frames_out"] == summary["frames_in"] < 300 and summary["dropped_frames"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4", "out.mp4", "s.json"]  # no partial left
     assert len(read_frames(out)) == summary["frames_out"]
     with av.open(str(out)) as container:
         video_seconds = float(container.streams.video[0].duration * container.streams.video[0].time_base)
         audio = container.streams.audio[0]
         audio_seconds = sum(float(p.duration * p.time_base) for p in container.demux(audio) if p.duration)
     assert audio_seconds < video_seconds + 0.2
+
+
+def test_a_second_ctrl_c_aborts_and_leaves_a_named_partial(frame_onnx, tmp_path):
+    """The second SIGINT aborts mid-flight: exit 130, the summary says so and lists the output kept, which is
+    a closed, readable NAME.partial.mp4; nothing ever appears under the final name."""
+    clip = make_clip(tmp_path / "long.mp4", 300)
+    out, partial, summary_file = tmp_path / "out.mp4", tmp_path / "out.partial.mp4", tmp_path / "s.json"
+    code, err = _interrupt([sys.executable, "-m", "kanet", "run", "--model", str(frame_onnx), "--source", str(clip),
+                            "--output", str(out), "--summary", str(summary_file), "--batch", "8"], partial, 2)
+    assert code == 130 and err.splitlines()[-1] == "kanet run: interrupted", err
+    assert "Traceback" not in err
+    summary = json.loads(summary_file.read_text())
+    assert summary["status"] == "interrupted" and summary["outputs"] == [str(partial)]
+    assert summary["sources"][0]["output"] == str(partial) and summary["dropped_frames"] > 0
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4", "out.partial.mp4", "s.json"]
+    assert 0 < len(read_frames(partial)) <= summary["frames_out"]
+
+
+def test_the_summary_is_written_when_the_run_fails(frame_onnx, media, tmp_path, capsys):
+    """A failed source (exit 1) and bad input found before any frame flowed (exit 2) both leave a summary
+    saying how the run ended."""
+    summary_file = tmp_path / "s.json"
+    code, err = kanet_run(capsys, "--model", str(frame_onnx), "--source", str(media["empty"]),
+                          "--output", str(tmp_path / "out"), "--summary", str(summary_file))
+    summary = json.loads(summary_file.read_text())
+    assert code == 1 and summary["status"] == "failed"
+    assert (summary["streams"]["failed"], summary["outputs"]) == (["empty"], [])
+    not_a_model = tmp_path / "model.onnx"
+    not_a_model.write_bytes(b"not an onnx file")
+    code, err = kanet_run(capsys, "--model", str(not_a_model), "--source", str(media["clip"]),
+                          "--output", str(tmp_path / "out.mp4"), "--summary", str(summary_file))
+    summary = json.loads(summary_file.read_text())
+    assert code == 2 and summary["status"] == "error" and summary["error"] in err.splitlines()[-1]
+    assert (summary["frames_out"], summary["outputs"]) == (0, [])
 
 
 def _digest(paths: list[Path]) -> dict[Path, bytes]:

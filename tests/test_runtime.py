@@ -70,17 +70,25 @@ def test_batch_list_and_timings(dehazer, session):
     np.testing.assert_array_equal(results[1], dehazer(mixed[1]))
 
 
-def test_frames_below_33_are_padded_and_cropped_back(dehazer):
-    out = dehazer(_frames(20, 31))
-    assert out.shape == (20, 31, 3)
+def _padded_reference(session, frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The model on `frame` mirror-padded (np.pad symmetric, bottom and right) to height x width, cropped back."""
+    h, w = frame.shape[:2]
+    padded = np.pad(frame[None], ((0, 0), (0, height - h), (0, width - w), (0, 0)), mode="symmetric")
+    return session.run(None, {session.get_inputs()[0].name: padded})[0][0, :h, :w]
 
 
-def test_profile_splits_batches_and_pads_small_frames(frame_onnx, dehazer):
+def test_frames_below_33_are_padded_and_cropped_back(dehazer, session):
+    frame = _frames(20, 31, seed=4)
+    np.testing.assert_array_equal(dehazer(frame), _padded_reference(session, frame, 33, 33))
+
+
+def test_profile_splits_batches_and_pads_small_frames(frame_onnx, dehazer, session):
     batch = _frames(5, 48, 64, seed=3)
     limited = Dehazer(_profiled(frame_onnx, min_shape=(2, 48, 48), max_shape=(2, 64, 80)))
     out = limited(batch)  # 5 frames through a max batch of 2: 2 + 2 + 1 padded to the min batch of 2
     assert np.abs(out.astype(int) - dehazer(batch).astype(int)).max() <= 1
-    assert limited(_frames(40, 64)).shape == (40, 64, 3)  # height below the profile minimum: padded
+    short = _frames(40, 64, seed=6)  # height below the profile minimum: padded to 48, cropped back
+    np.testing.assert_array_equal(limited(short), _padded_reference(session, short, 48, 64))
 
 
 def test_conversions_warn_once_in_one_line(dehazer, caplog, monkeypatch):
@@ -180,6 +188,34 @@ def test_tile_blending_weights_sum_to_one():
     frames = _frames(2, 130, 201, seed=5)
     out = run_tiled(frames, (64, 80), 24, 3, lambda tiles: tiles.copy())
     np.testing.assert_array_equal(out, frames)
+
+
+@pytest.mark.parametrize("axis", [1, 2], ids=["rows of tiles", "columns of tiles"])
+def test_tiles_cross_fade_linearly_over_their_overlap(axis):
+    """A fake model that paints each tile one constant, 60 steps apart from its neighbour's: inside each
+    overlap the result must climb from one constant to the next in steps of at most 60 / fade (+1 for
+    rounding). Equal weights would jump 30 at the overlap's edges, a hard cut 60 at one pixel."""
+    length, tile, overlap, step = 200, 80, 24, 60
+    shape = [1, 40, 40, 3]
+    shape[axis] = length
+    painted = []
+
+    def paint(tiles: np.ndarray) -> np.ndarray:
+        out = np.stack([np.full(t.shape, step * (len(painted) + i), np.uint8) for i, t in enumerate(tiles)])
+        painted.extend(range(len(tiles)))
+        return out
+
+    size = (tile, 40) if axis == 1 else (40, tile)
+    out = run_tiled(np.zeros(shape, np.uint8), size, overlap, 2, paint)
+    line = (out[0, :, 0, 0] if axis == 1 else out[0, 0, :, 0]).astype(int)
+    starts = tile_starts(length, tile, overlap)
+    assert len(painted) == len(starts) == 4  # 0, 40, 80, 120: overlaps of 40
+    for i, (a, b) in enumerate(zip(starts, starts[1:])):
+        fade = a + tile - b  # the overlap of tiles i and i + 1
+        inside = line[b:a + tile]
+        assert abs(inside[0] - step * i) <= step / fade + 1 and abs(inside[-1] - step * (i + 1)) <= step / fade + 1
+        assert np.abs(np.diff(line[b - 1:a + tile + 1])).max() <= step / fade + 1, inside
+    assert (line[:starts[1]] == 0).all() and (line[starts[-2] + tile:] == step * (len(starts) - 1)).all()
 
 
 def test_tiled_vs_untiled_seams(frame_onnx, dehazer):

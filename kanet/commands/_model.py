@@ -8,6 +8,8 @@ from __future__ import annotations
 from runtime.dehazer import BACKENDS
 from runtime.devices import DEVICE_HELP
 
+from kanet.cli import path_option
+
 MODEL_HELP = ("engine (.plan with its .json manifest: TensorRT on a GPU), ONNX model (ONNX Runtime), or a "
               "`kanet export` folder (its engine where a GPU can run it, else its FP32 ONNX)")
 
@@ -22,7 +24,7 @@ def add_model_arguments(parser, model: str | None = MODEL_HELP, required: bool =
     """--model (unless `model` is None: the command makes its own), --backend, --device and --half, as
     Dehazer.load takes them."""
     if model:
-        parser.add_argument("--model", required=required, metavar="M", help=model)
+        parser.add_argument("--model", type=path_option, required=required, metavar="M", help=model)
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto: from the model file (default); tensorrt: an engine; onnxruntime: an ONNX model")
     add_device_argument(parser)

@@ -8,13 +8,15 @@ from pathlib import Path
 
 from export.cache import HELP as CACHE_HELP
 from kanet.bundled import CLIP_PHOTO
-from kanet.cli import UserError, number
+from kanet.cli import UserError, number, path_option, size
 
 from ._model import add_device_argument
 from .run import next_run_folder
 
-RESOLUTIONS = ("256x256", "720x1280", "1080x1920")
-QUICK_RESOLUTIONS = ("256x256", "720x1280")
+FRAME_SIZE = size("HxW", 33, "720x1280")  # KA-Net needs frames of at least 33 x 33
+
+RESOLUTIONS = ((256, 256), (720, 1280), (1080, 1920))
+QUICK_RESOLUTIONS = ((256, 256), (720, 1280))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,17 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "OUT/results.md and OUT/latency.png. Targets are evaluated and recorded, never enforced. "
                      "Compare two runs with: kanet bench --compare A.json B.json")
     what = parser.add_argument_group("what to run")
-    what.add_argument("--checkpoint", metavar="CKPT",
+    what.add_argument("--checkpoint", type=path_option, metavar="CKPT",
                       help="checkpoint to time (default: a seeded random KA-Net; timings do not depend on the weights)")
-    what.add_argument("--export-dir", metavar="DIR",
+    what.add_argument("--export-dir", type=path_option, metavar="DIR",
                       help="use DIR/kanet_fp32.onnx, kanet_fp16.onnx, kanet_fp16.plan from `kanet export` "
                            "(default: export into the cache, engine only when a GPU is present)")
     what.add_argument("--backends", metavar="LIST",
                       help=f"comma-separated subset of {','.join(ALL)} (default: all that run here; "
                            "torch-compile is left out on CPU, where it compiles for minutes per shape)")
-    what.add_argument("--resolution", action="append", default=[], metavar="HxW",
-                      help=f"frame size, repeatable (default {', '.join(RESOLUTIONS)}; "
-                           f"--quick: {', '.join(QUICK_RESOLUTIONS)})")
+    what.add_argument("--resolution", type=FRAME_SIZE, action="append", default=[], metavar="HxW",
+                      help=f"frame size, repeatable (default {_sizes(RESOLUTIONS)}; "
+                           f"--quick: {_sizes(QUICK_RESOLUTIONS)})")
     what.add_argument("--batch", action="append", type=number(int, 1), default=[], metavar="N",
                       help="batch size, repeatable (default 1 and 4 on a GPU, 1 on CPU); the best one is reported")
     add_device_argument(what, "where PyTorch and the exported models run")
@@ -53,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="time for the timed rounds of one shape, all backends together; fewer rounds "
                              "when they would take longer (default 60; quick 15)")
     extra = parser.add_argument_group("end-to-end video and profiling")
-    extra.add_argument("--video-size", metavar="HxW",
+    extra.add_argument("--video-size", type=FRAME_SIZE, metavar="HxW",
                        help="clip size for the `kanet run` figure (default: the largest resolution; quick 256x256)")
     extra.add_argument("--video-frames", type=number(int, 1), metavar="N",
                        help="clip length in frames (default 300 on a GPU, 10 on CPU; quick 30)")
@@ -62,24 +64,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="per-op-type profiles (ONNX Runtime profiler, torch.profiler) for the CPU targets: "
                             "the missed ones (default), every evaluated one, or none (default with --quick)")
     out = parser.add_argument_group("output")
-    out.add_argument("--out", metavar="DIR",
+    out.add_argument("--out", type=path_option, metavar="DIR",
                      help="results folder (default: a new folder runs/bench/exp, exp2, ... as `kanet run` makes; "
                           "the device and date are inside results.json)")
-    out.add_argument("--cache-dir", metavar="DIR",
+    out.add_argument("--cache-dir", type=path_option, metavar="DIR",
                      help=f"{CACHE_HELP}; its bench/ keeps the exports made when --export-dir is not given")
     out.add_argument("--no-progress", action="store_true", help="no progress bars")
-    out.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
+    out.add_argument("--compare", type=path_option, nargs=2, metavar=("A.json", "B.json"),
                      help="print B/A ratios between two results files and exit")
 
 
-def _size(text: str, what: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"{what} {text!r}: expected HEIGHTxWIDTH, e.g. 720x1280") from None
-    if min(height, width) < 33:
-        raise UserError(f"{what} {text!r}: KA-Net needs frames of at least 33 x 33")
-    return height, width
+def _sizes(sizes) -> str:
+    return ", ".join(f"{h}x{w}" for h, w in sizes)
 
 
 def _compare(paths: list[str]) -> int:
@@ -109,7 +105,7 @@ def _config(args: argparse.Namespace, device):
             raise UserError(f"{what} {path}: no such file or folder")
 
     quick = args.quick
-    sizes = [_size(t, "--resolution") for t in args.resolution or (QUICK_RESOLUTIONS if quick else RESOLUTIONS)]
+    sizes = args.resolution or list(QUICK_RESOLUTIONS if quick else RESOLUTIONS)
     batches = args.batch or ([1, 4] if gpu and not quick else [1])
     shapes = [Shape(b, h, w) for h, w in sizes for b in batches]
     iterations = args.iterations or (10 if quick else 100 if gpu else 30)
@@ -122,7 +118,7 @@ def _config(args: argparse.Namespace, device):
         raise UserError(f"--min-iterations {settings.min_iterations} exceeds --iterations {settings.iterations}")
     video_size = None
     if not args.no_video:
-        video_size = (_size(args.video_size, "--video-size") if args.video_size
+        video_size = (args.video_size if args.video_size
                       else min(sizes, key=lambda s: s[0] * s[1]) if quick else max(sizes, key=lambda s: s[0] * s[1]))
         if video_size[0] % 2 or video_size[1] % 2:
             raise UserError(f"--video-size {video_size[0]}x{video_size[1]}: H.264 needs an even height and width")

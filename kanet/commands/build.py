@@ -5,14 +5,14 @@ import argparse
 import json
 from pathlib import Path
 
-from kanet.cli import UserError
+from kanet.cli import UserError, path_option
 
 from ._profile import add_build_arguments, build_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("onnx", help="an ONNX file written by `kanet export` (FP16 for an FP16 engine)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder for the .plan and its .json manifest")
+    parser.add_argument("onnx", type=path_option, help="an ONNX file written by `kanet export` (FP16 for an FP16 engine)")
+    parser.add_argument("--out", type=path_option, required=True, metavar="DIR", help="output folder for the .plan and its .json manifest")
     add_build_arguments(parser)
 
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from export.cache import HELP as CACHE_HELP
-from kanet.cli import UserError, number
+from kanet.cli import UserError, number, path_option
 
 from ._model import add_model_arguments
 
@@ -19,15 +19,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "generated clip with the fastest back-end present, quality next to the dark channel prior. "
                      "Writes OUT/summary.md, OUT/contact_sheet.png, OUT/images/, OUT/side_by_side/, "
                      "OUT/clip_dehazed.mp4, OUT/parity.json. A rerun reuses the export, engine and parity report.")
-    parser.add_argument("--out", default="kanet-demo", metavar="DIR", help="output folder (default ./kanet-demo)")
-    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), metavar="CKPT",
+    parser.add_argument("--out", type=path_option, default="kanet-demo", metavar="DIR", help="output folder (default ./kanet-demo)")
+    parser.add_argument("--checkpoint", type=path_option, default=str(DEFAULT_CHECKPOINT), metavar="CKPT",
                         help=f"checkpoint to demonstrate (default: the project's, {DEFAULT_CHECKPOINT.name})")
-    parser.add_argument("--photos", default=str(SAMPLES), metavar="DIR",
+    parser.add_argument("--photos", type=path_option, default=str(SAMPLES), metavar="DIR",
                         help="hazy photographs to dehaze (default: the bundled samples)")
     parser.add_argument("--max-side", type=number(int, 1), metavar="PX",
                         help="shrink photographs to this long side first (default 480 on a CPU, full size on a GPU)")
     parser.add_argument("--clip-frames", type=number(int, 2), default=48, metavar="N", help="frames in the sample clip (default 48)")
-    parser.add_argument("--cache-dir", metavar="DIR", help=f"{CACHE_HELP}; the engine is reused from it")
+    parser.add_argument("--cache-dir", type=path_option, metavar="DIR", help=f"{CACHE_HELP}; the engine is reused from it")
     add_model_arguments(parser, model=None)  # the demo exports its own model
 
 

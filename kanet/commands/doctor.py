@@ -6,13 +6,13 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from kanet.cli import UserError
+from kanet.cli import UserError, path_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("exits 0 when the best path here works (also on a machine without a GPU), 1 when a GPU is "
                      "present but unusable, with the reason and the fix")
-    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    parser.add_argument("--json", type=path_option, metavar="FILE", help="also write the report as JSON")
 
 
 def run(args: argparse.Namespace) -> int:

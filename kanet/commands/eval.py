@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from kanet.cli import UserError, number
+from kanet.cli import UserError, number, path_option
 
 from ._model import MODEL_HELP, add_model_arguments
 
@@ -15,8 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("Methods scored on the same frames: the hazy input itself, the dark channel prior "
                      "(He et al.), KA-Net (--model) and any --pred folders. With --clear: PSNR/SSIM too. "
                      "Writes OUT/eval.json and OUT/eval.md (and OUT/<method>/ images with --save-images).")
-    parser.add_argument("--hazy", required=True, metavar="DIR", help="folder of hazy images")
-    parser.add_argument("--clear", metavar="DIR",
+    parser.add_argument("--hazy", type=path_option, required=True, metavar="DIR", help="folder of hazy images")
+    parser.add_argument("--clear", type=path_option, metavar="DIR",
                         help="clear references, matched by name (0001_0.8_0.2.jpg -> 0001.png works)")
     add_model_arguments(parser, f"KA-Net to score: {MODEL_HELP}", required=False)
     parser.add_argument("--pred", action="append", default=[], metavar="NAME=DIR",
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-dcp", action="store_true", help="leave out the dark channel prior baseline")
     parser.add_argument("--max-side", type=number(int, 1), metavar="PX",
                         help="shrink images so the long side is at most PX before scoring (default: full size)")
-    parser.add_argument("--out", default="eval", metavar="DIR", help="report folder (default ./eval)")
+    parser.add_argument("--out", type=path_option, default="eval", metavar="DIR", help="report folder (default ./eval)")
     parser.add_argument("--title", default="Dehazing quality", help="heading of the Markdown report")
     parser.add_argument("--save-images", action="store_true", help="write every method's outputs")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kanet.cli import number
+from kanet.cli import number, path_option
 from runtime.manifest import manifest_path
 
 from ._profile import add_build_arguments, build_options
@@ -14,8 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("writes DIR/kanet_fp32.onnx, DIR/kanet_fp16.onnx, DIR/kanet_<precision>.plan with its "
                      "manifest DIR/kanet_<precision>.json, and DIR/export.json (FP32-kept nodes and why). "
                      "Build an engine alone from an ONNX with `kanet build`.")
-    parser.add_argument("checkpoint", help="official KA-Net checkpoint, one of ours, or a bare state_dict")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("checkpoint", type=path_option, help="official KA-Net checkpoint, one of ours, or a bare state_dict")
+    parser.add_argument("--out", type=path_option, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--io", choices=("frames", "tensor"), default="frames",
                         help="frames: uint8 NxHxWx3 BGR in and out, all processing in the graph (default); "
                              "tensor: float32 NCHW RGB [-1, 1] in, [0, 1] out")

@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kanet.cli import path_option
+
 
 @dataclass
 class Network:
@@ -17,9 +19,10 @@ class Network:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("exit 0; 1 when CKPT does not fit the KA-Net layout (the table says what misfits); "
                      "2 when CKPT is not a readable checkpoint")
-    parser.add_argument("checkpoint", nargs="?", help="a checkpoint to describe: format, stored precision, "
-                                                      "parameters, layout check, RFF seed, training metadata")
-    parser.add_argument("--json", metavar="FILE", help="also write the same facts as JSON")
+    parser.add_argument("checkpoint", type=path_option, nargs="?",
+                        help="a checkpoint to describe: format, stored precision, parameters, layout check, "
+                             "RFF seed, training metadata")
+    parser.add_argument("--json", type=path_option, metavar="FILE", help="also write the same facts as JSON")
 
 
 def _row(key: str, value: object) -> None:

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from kanet.bundled import SAMPLES
-from kanet.cli import UserError, number
+from kanet.cli import UserError, number, path_option
 
 from ._model import MODEL_HELP, add_device_argument
 
@@ -14,22 +14,22 @@ from ._model import MODEL_HELP, add_device_argument
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("exits 1 when any threshold fails, 2 on bad input or when every case was skipped (nothing "
                      "compared: frames outside the engine's profile). Report: JSON at --report.")
-    parser.add_argument("checkpoint", help="the checkpoint the models were exported from (the FP32 reference)")
-    parser.add_argument("--model", action="append", default=[], metavar="M",
+    parser.add_argument("checkpoint", type=path_option, help="the checkpoint the models were exported from (the FP32 reference)")
+    parser.add_argument("--model", type=path_option, action="append", default=[], metavar="M",
                         help=f"the model `kanet run --model M` would run, resolved the same way (repeatable): "
                              f"{MODEL_HELP}")
-    parser.add_argument("--onnx", action="append", default=[], metavar="PATH",
+    parser.add_argument("--onnx", type=path_option, action="append", default=[], metavar="PATH",
                         help="model to check (repeatable); precision read from the name (fp16 if it says so)")
-    parser.add_argument("--engine", action="append", default=[], metavar="PATH",
+    parser.add_argument("--engine", type=path_option, action="append", default=[], metavar="PATH",
                         help="engine (.plan with its manifest) to check (repeatable); needs an NVIDIA GPU")
-    parser.add_argument("--export-dir", metavar="DIR",
+    parser.add_argument("--export-dir", type=path_option, metavar="DIR",
                         help="check DIR/kanet_fp32.onnx, DIR/kanet_fp16.onnx and, on a GPU machine, DIR/kanet_*.plan")
     add_device_argument(parser, "the GPU that runs the engines (cpu: check the ONNX models only; they run on "
                                 "ONNX Runtime's CPU provider, the reference PyTorch on the CPU)")
-    parser.add_argument("--photos", default=str(SAMPLES), metavar="DIR",
+    parser.add_argument("--photos", type=path_option, default=str(SAMPLES), metavar="DIR",
                         help="real photographs to include (default: the six sample photographs installed with "
                              "the package)")
-    parser.add_argument("--report", default="parity.json", metavar="FILE", help="JSON report (default parity.json)")
+    parser.add_argument("--report", type=path_option, default="parity.json", metavar="FILE", help="JSON report (default parity.json)")
     parser.add_argument("--fp32-max-abs", type=number(float, above=0), default=1e-4, help="FP32 max |diff| on [0, 1] (default 1e-4)")
     parser.add_argument("--fp16-psnr", type=number(float, above=0), default=45.0, help="FP16 minimum PSNR in dB (default 45)")
     parser.add_argument("--fp16-within-2", type=number(float, above=0, at_most=1), default=0.99,
@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from export.parity import Thresholds, frame_cases, run_parity, write_report
+    from export.parity import (Thresholds, close_candidates, compare_candidates, frame_cases, open_candidates,
+                               write_report)
     from training import load_checkpoint
 
     from runtime.dehazer import ENGINE_SUFFIXES, resolve_model
@@ -75,10 +76,14 @@ def run(args: argparse.Namespace) -> int:
     if photos is not None and not photos.is_dir():
         raise UserError(f"{photos}: no such folder of photographs")
     limits = Thresholds(fp32_max_abs=args.fp32_max_abs, fp16_psnr_db=args.fp16_psnr, fp16_within_2=args.fp16_within_2)
-    model = load_checkpoint(args.checkpoint)
-    cases = frame_cases(photos=photos)
-    with tqdm(total=len(cases) * len(candidates), desc="parity", unit="check") as bar:
-        report = run_parity(model, candidates, cases, limits, progress=bar, device=device)
+    runners = open_candidates(candidates, device)  # a file that is not a model: one line, before any work
+    try:
+        model = load_checkpoint(args.checkpoint)
+        cases = frame_cases(photos=photos)
+        with tqdm(total=len(cases) * len(candidates), desc="parity", unit="check") as bar:
+            report = compare_candidates(model, runners, cases, limits, progress=bar)
+    finally:
+        close_candidates(runners)
     write_report(report, args.report)
     print(f"{'case':24s} {'model':16s} {'max|d|':>9s} {'mean|d|':>9s} {'PSNR':>7s} {'<=1':>8s} {'<=2':>8s}  result")
     for r in report["results"]:

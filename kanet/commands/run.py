@@ -2,27 +2,31 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 from pathlib import Path
 
-from kanet.cli import UserError, number
+from kanet.cli import number, path_option, size
+from runtime.errors import KanetError
 
 from ._model import add_model_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("Every frame read is accounted for: written, or counted undecodable. Exit status 0 when every "
-                     "source was processed, 1 when one failed or a stream was dropped after its retries, 2 on bad "
-                     "input, 130 after Ctrl-C, which stops reading and finishes the frames in flight (as does q in the "
-                     "window), so outputs are complete and the summary is written.")
+                     "source was processed, 1 when one failed, a stream was dropped after its retries, an output "
+                     "could not be written (disk full) or a source's audio could not be copied (the video is "
+                     "kept without it; the summary says why), 2 on bad input, 130 after Ctrl-C, which stops reading and "
+                     "finishes the frames in flight (as does q in the window), so outputs are complete and the "
+                     "summary is written; a second Ctrl-C aborts, leaving a video being written as NAME.partial.EXT.")
     add_model_arguments(parser)
-    parser.add_argument("--source", required=True, action="append", metavar="S",
+    parser.add_argument("--source", type=path_option, required=True, action="append", metavar="S",
                         help="image file, folder or quoted glob of images/videos, video file, camera index (0), "
                              "rtsp:// or http(s):// URL, or a .txt list of sources (one per line); repeatable, "
                              "sources run concurrently")
-    parser.add_argument("--output", metavar="O",
+    parser.add_argument("--output", type=path_option, metavar="O",
                         help="folder (PNG per frame; a subfolder per source when several), video file "
                              ".mp4/.mkv/.mov/.avi/.webm/.ts (audio copied from a source video; NAME-LABEL.ext per "
                              "source when several), an image file for one input image, or - for raw bgr24 frames "
@@ -30,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "exp2, ...")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output files that exist already (a source is never replaced)")
-    parser.add_argument("--summary", metavar="FILE.json",
+    parser.add_argument("--summary", type=path_option, metavar="FILE.json",
                         help="write the run's summary: frames in/out, undecodable, fps, latency percentiles, "
                              "per-source counts, retried/dropped streams")
     parser.add_argument("--no-verify-engine", action="store_true",
@@ -38,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the file once more at start)")
     parser.add_argument("--batch", type=number(int, 1), default=1,
                         help="frames per inference call, gathered across sources of the same frame size (default 1)")
-    parser.add_argument("--tile", default="auto", metavar="auto|off|N|HxW",
+    parser.add_argument("--tile", type=parse_tile, default="auto", metavar="auto|off|N|HxW",
                         help="frames larger than this are dehazed in overlapping tiles; auto: only frames larger "
                              "than the engine profile, in tiles of its maximum size (default); off: such frames "
                              "are an error")
@@ -72,19 +76,16 @@ def next_run_folder(base: Path = Path("runs/dehaze")) -> Path:
 
 
 def parse_tile(text: str):
-    """'auto' -> None, 'off' -> 0, '512' -> 512, '540x960' -> (540, 960)."""
+    """The argparse type of --tile: 'auto' -> None, 'off' -> 0, '512' -> 512, '540x960' -> (540, 960)."""
     text = text.lower()
     if text == "auto":
         return None
     if text in ("off", "0"):
         return 0
     try:
-        sizes = [int(v) for v in text.split("x")]
-    except ValueError:
-        sizes = []
-    if len(sizes) not in (1, 2) or min(sizes) < 1:
-        raise UserError(f"--tile {text!r}: expected auto, off, N or HxW")
-    return sizes[0] if len(sizes) == 1 else tuple(sizes)
+        return size("HxW")(text) if "x" in text else size("N")(text)[0]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected auto, off, N or HxW (numbers >= 1), got {text!r}") from None
 
 
 def _print_summary(summary: dict) -> None:
@@ -100,7 +101,7 @@ def _print_summary(summary: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime import DehazeError, Dehazer
+    from runtime import Dehazer
     from runtime.devices import parse_device
     from runtime.pipeline import Pipeline
     from runtime.sinks import Window, check_outputs, sinks_for
@@ -111,24 +112,42 @@ def run(args: argparse.Namespace) -> int:
     if not args.output and not args.show:
         args.output = str(next_run_folder())
         print(f"kanet run: writing to {args.output}", file=sys.stderr)
-    tile = parse_tile(args.tile)
+    pipeline = None
     try:
         sources = open_sources(args.source, args.retries, args.retry_delay, args.timeout)
         sinks = sinks_for(args.output, sources, args.fps) if args.output else [None] * len(sources)
         check_outputs([s for s in sinks if s is not None], sources, args.overwrite)
         window = Window() if args.show else None
-        with Dehazer.load(args.model, args.backend, device, tile, args.tile_overlap, args.half,
+        with Dehazer.load(args.model, args.backend, device, args.tile, args.tile_overlap, args.half,
                           args.max_side, verify=not args.no_verify_engine) as dehazer:
-            summary = Pipeline(dehazer, sources, sinks, batch=args.batch, side_by_side=args.side_by_side,
-                               window=window, max_frames=args.max_frames).run()
-    except DehazeError as exc:
-        raise UserError(str(exc)) from None
-    summary = {"model": str(args.model), "output": args.output, **summary}
+            pipeline = Pipeline(dehazer, sources, sinks, batch=args.batch, side_by_side=args.side_by_side,
+                                window=window, max_frames=args.max_frames)
+            summary = pipeline.run()
+    except BaseException as exc:  # the summary is written on every way out, Ctrl-C included
+        with contextlib.suppress(KanetError):  # an unwritable summary must not hide why the run ended
+            _save_summary(args, pipeline.summary if pipeline else None, exc)
+        raise
+    summary = _save_summary(args, summary, None)
+    _print_summary(summary)
+    return {"ok": 0, "interrupted": 130}.get(summary["status"], 1)
+
+
+def _save_summary(args: argparse.Namespace, summary: dict | None, exc: BaseException | None) -> dict:
+    from runtime.atomic import write_bytes
+
+    """The run's summary with how it ended (status ok | degraded: an output lacks its source's audio | failed |
+    interrupted | error, and the error), written
+    to --summary when given; a run that stopped before any frame flowed gets the status alone."""
+    summary = summary or {"frames_in": 0, "frames_out": 0, "sources": [], "outputs": [], "interrupted": False}
+    interrupted = isinstance(exc, KeyboardInterrupt) or summary["interrupted"]
+    streams = summary.get("streams", {})
+    status = ("interrupted" if interrupted else "error" if exc is not None
+              else "failed" if streams.get("dropped") or streams.get("failed")
+              else "degraded" if streams.get("audio_dropped") else "ok")
+    summary = {"model": str(args.model), "output": args.output, "status": status,
+               "error": None if exc is None or interrupted else str(exc) or type(exc).__name__,
+               **summary, "interrupted": interrupted}
     if args.summary:
         Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.summary).write_text(json.dumps(summary, indent=2))
-    _print_summary(summary)
-    streams = summary["streams"]
-    if summary["interrupted"]:
-        return 130
-    return 1 if streams["dropped"] or streams["failed"] else 0
+        write_bytes(args.summary, json.dumps(summary, indent=2).encode())
+    return summary

@@ -4,24 +4,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kanet.cli import UserError, number
+from kanet.cli import UserError, number, path_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("writes OUT/hazy/NAME.png and OUT/clear/NAME.png (same names), OUT/params.jsonl (the parameters "
                      "drawn for each pair) and OUT/contact_sheet.png. OUT is a valid `kanet train --paired-dir`.")
-    parser.add_argument("--clear-dir", required=True, metavar="DIR", help="folder of clear images (png, jpg, ...)")
-    parser.add_argument("--out", required=True, metavar="OUT", help="output folder")
+    parser.add_argument("--clear-dir", type=path_option, required=True, metavar="DIR", help="folder of clear images (png, jpg, ...)")
+    parser.add_argument("--out", type=path_option, required=True, metavar="OUT", help="output folder")
     parser.add_argument("--count", type=number(int, 1), metavar="N", help="pairs to write (default: one per clear image)")
     parser.add_argument("--size", type=number(int, 16), default=256, metavar="S", help="side of the square crops (default 256)")
     parser.add_argument("--seed", type=number(int, 0), default=0, metavar="K", help="random seed: same seed, same set (default 0)")
-    parser.add_argument("--config", metavar="FILE",
+    parser.add_argument("--config", type=path_option, metavar="FILE",
                         help="YAML or TOML haze settings: a `haze:` section (as in a training config) or its keys "
                              "at the top level; see `kanet train --print-config` for every key and default")
-    parser.add_argument("--depth-dir", metavar="DIR",
+    parser.add_argument("--depth-dir", type=path_option, metavar="DIR",
                         help="depth maps named like the clear images (.npy or image, larger = farther); "
                              "images without one get a depth guessed from the scene layout")
-    parser.add_argument("--compare-real", nargs="+", metavar="DIR",
+    parser.add_argument("--compare-real", type=path_option, nargs="+", metavar="DIR",
                         help="also measure haze statistics (dark channel, airlight, saturation, contrast) of the "
                              "synthetic hazy images and of the real hazy photographs under DIR..., and write "
                              "OUT/calibration.md and OUT/calibration.png side by side")

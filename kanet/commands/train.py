@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from kanet.cli import UserError, number
+from kanet.cli import UserError, number, path_option
 
 from ._model import add_device_argument
 
@@ -38,24 +38,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "TOML) or with --set section.key=value; named flags win over both. Ctrl-C saves OUT/last.pt "
                      "after the current step; --resume OUT/last.pt continues exactly where it stopped.")
     data = parser.add_argument_group("data (give --clear-dir or --paired-dir)")
-    data.add_argument("--clear-dir", metavar="DIR", help="clear images; haze is synthesised on the fly")
-    data.add_argument("--paired-dir", metavar="DIR",
+    data.add_argument("--clear-dir", type=path_option, metavar="DIR", help="clear images; haze is synthesised on the fly")
+    data.add_argument("--paired-dir", type=path_option, metavar="DIR",
                       help="DIR/hazy and DIR/clear (or GT) matched by name (0001_0.8_0.2.jpg -> 0001.png, "
                            "01_hazy -> 01_GT); `kanet synth` writes such a folder")
-    data.add_argument("--depth-dir", metavar="DIR", help="depth maps for --clear-dir images (same stem; larger = farther)")
+    data.add_argument("--depth-dir", type=path_option, metavar="DIR", help="depth maps for --clear-dir images (same stem; larger = farther)")
     data.add_argument("--batch-size", type=number(int, 1), metavar="B", help="samples per step (default 4)")
     data.add_argument("--crop-size", type=number(int, 48), metavar="S", help="square training crops, multiple of 16, >= 48 (default 128)")
     data.add_argument("--workers", type=number(int, 0), metavar="N", help="data loader processes (default 0: in the main process)")
     run_group = parser.add_argument_group("run")
-    run_group.add_argument("--config", metavar="FILE", help="YAML (.yaml/.yml) or TOML (.toml) configuration")
+    run_group.add_argument("--config", type=path_option, metavar="FILE", help="YAML (.yaml/.yml) or TOML (.toml) configuration")
     run_group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                            help="override one configuration key, e.g. --set optim.warmup_steps=100 (repeatable)")
     run_group.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     run_group.add_argument("--steps", type=number(int, 1), metavar="N", help="optimizer steps in all (default 1000)")
-    run_group.add_argument("--out", metavar="DIR", help="output folder (default runs/kanet; on --resume, the resumed run's)")
-    run_group.add_argument("--init", metavar="CKPT", help="start from these weights: an official KA-Net checkpoint, "
+    run_group.add_argument("--out", type=path_option, metavar="DIR", help="output folder (default runs/kanet; on --resume, the resumed run's)")
+    run_group.add_argument("--init", type=path_option, metavar="CKPT", help="start from these weights: an official KA-Net checkpoint, "
                                                           "one of ours, or a bare state_dict (fine-tuning)")
-    run_group.add_argument("--resume", metavar="CKPT", help="continue a run from its OUT/last.pt (config, weights, "
+    run_group.add_argument("--resume", type=path_option, metavar="CKPT", help="continue a run from its OUT/last.pt (config, weights, "
                                                             "EMA, optimizer, schedule, RNG and data position)")
     run_group.add_argument("--val-every", type=number(int, 0), metavar="K", help="validate (and save) every K steps (default: each epoch, at least 500 steps)")
     run_group.add_argument("--seed", type=number(int, 0), metavar="N", help="seed for weights, data, haze (default 0)")
@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--no-ema", action="store_true", help="deploy the raw weights instead of their EMA")
     model.add_argument("--no-reweight", action="store_true", help="no stable-learning sample reweighting")
     model.add_argument("--no-contrastive", action="store_true", help="no Gaussian perceptual contrastive loss (faster)")
-    model.add_argument("--vgg-weights", metavar="FILE",
+    model.add_argument("--vgg-weights", type=path_option, metavar="FILE",
                        help="torchvision's vgg19-dcbb9e9d.pth (default: the torch hub cache copy if present; "
                             "without one the contrastive loss runs on random VGG features, with a warning)")
 
