@@ -217,7 +217,7 @@ def test_good_sizes_still_parse():
     ["eval", "--hazy", "hazy", "--out", "{below}/report"], ["parity", "ckpt.pt", "--report", "{below}/p.json"],
     ["bench", "--out", "{below}"], ["synth", "--clear-dir", "clear", "--out", "{below}"],
     ["train", "--clear-dir", "clear", "--out", "{below}"], ["demo", "--out", "{below}"],
-    ["export", "ckpt.pt", "--out", "out", "--cache", "{below}/cache"],
+    ["export", "ckpt.pt", "--out", "out", "--cache-dir", "{below}/cache"],
     ["run", "--model", "{below}/m.onnx", "--source", "a.png"],
 ])
 def test_a_path_below_a_file_is_refused_before_any_work(argv, tmp_path, capsys, monkeypatch):
