@@ -1,6 +1,6 @@
 """`kanet parity`: PyTorch FP32 against the exported models, on random and real frames.
 
-ONNX candidates run through Polygraphy's ONNX Runtime runner; engines (TensorRT or
+ONNX candidates run through Polygraphy's ONNX Runtime runner, or on OpenVINO's CPU plugin; engines (TensorRT or
 TensorRT-RTX, which Polygraphy's TrtRunner does not load) through the project's runtime,
 the code users deploy. Cases outside an engine's profile (or an ONNX model's fixed input
 shape) are listed as skipped, never tiled, so every compared frame is one forward pass.
@@ -21,6 +21,7 @@ from polygraphy.logger import G_LOGGER
 from runtime.dehazer import ENGINE_SUFFIXES
 from runtime.imagefile import read_image
 from runtime.manifest import read_manifest
+from runtime.openvino_backend import OpenVinoOptions, compile_cpu, runs_as
 from training import KANet
 
 from .errors import ExportError
@@ -111,10 +112,11 @@ def check(metrics: dict, precision: str, io: str, limits: Thresholds) -> list[st
 
 
 class _OnnxCandidate:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, precision: str):
         self.runner = OnnxrtRunner(SessionFromOnnx(str(path), providers=["CPUExecutionProvider"]))
         self.runner.activate()
         self.input_name, self.io, self.dims = _input(path)
+        self.precision = precision
 
     def fits(self, frames: np.ndarray) -> str | None:
         """Why these frames cannot be fed (an ONNX model exported with a fixed shape); None when they can."""
@@ -131,12 +133,30 @@ class _OnnxCandidate:
         self.runner.deactivate()
 
 
+class _OpenVinoCandidate(_OnnxCandidate):
+    """An ONNX model of either I/O on OpenVINO; `precision` is what the compiled model computes in (BF16 asked on
+    a CPU without it runs FP32, and is held to the FP32 gates)."""
+
+    def __init__(self, path: Path, options: OpenVinoOptions):
+        _, compiled = compile_cpu(path, options)
+        self.request = compiled.create_infer_request()
+        self.input_name, self.io, self.dims = _input(path)
+        self.precision = runs_as(compiled)
+
+    def __call__(self, feed: np.ndarray) -> np.ndarray:
+        return self.request.infer({0: feed})[0]
+
+    def close(self) -> None:
+        self.request = None
+
+
 class _EngineCandidate:
     io = "frames"
 
-    def __init__(self, path: Path, device: str):
+    def __init__(self, path: Path, device: str, precision: str):
         from runtime import Dehazer  # imports cuda-bindings and TensorRT: only when an engine is checked
 
+        self.precision = precision
         profile = read_manifest(path)["profiles"][0]
         self.min, self.max = profile["min"], profile["max"]
         self.dehazer = Dehazer.load(path, backend="tensorrt", device=device)
@@ -153,27 +173,30 @@ class _EngineCandidate:
         self.dehazer.close()
 
 
-def _candidate(path: Path, device: str):
+def _candidate(path: Path, device: str, precision: str = "fp32", openvino: OpenVinoOptions | None = None):
     if not path.is_file():
         raise ExportError(f"{path}: no such model file")
     if path.suffix in ENGINE_SUFFIXES:
         try:
-            return _EngineCandidate(path, device)
+            return _EngineCandidate(path, device, precision)
         except (OSError, RuntimeError, ValueError) as exc:
             raise ExportError(f"{path}: {exc}") from None
-    return _OnnxCandidate(path)
+    return _OnnxCandidate(path, precision) if openvino is None else _OpenVinoCandidate(path, openvino)
 
 
 def run_parity(model: KANet, candidates: dict[str, tuple[Path, str]], cases: list[tuple[str, np.ndarray]],
-               limits: Thresholds = Thresholds(), progress=None, device: str = "auto") -> dict:
+               limits: Thresholds = Thresholds(), progress=None, device: str = "auto",
+               openvino: OpenVinoOptions | None = None) -> dict:
     """candidates: label -> (ONNX or engine path, precision); engines run on `device` (runtime.devices), ONNX
-    models on ONNX Runtime's CPU provider. Returns the report; report['passed'] says it all."""
+    models on ONNX Runtime's CPU provider, or with `openvino` on OpenVINO at the precision it computes in (a
+    candidate's own precision is then not read). Returns the report; report['passed'] says it all."""
     frame_model = FrameIO(model).eval()
     results, skipped = [], []
     runners = {}
     try:
         for label, (path, precision) in candidates.items():
-            runners[label] = (_candidate(Path(path), device), precision)
+            runner = _candidate(Path(path), device, precision, openvino)
+            runners[label] = (runner, runner.precision)
         for case_name, frames in cases:
             reasons = {label: runner.fits(frames) for label, (runner, _) in runners.items()}
             if progress is not None:

@@ -22,6 +22,7 @@ from benchmarks.video import write_clip
 from runtime.cuda import device_count
 from runtime.imagefile import read_image, write_image
 from runtime.manifest import sha256_file
+from runtime.openvino_backend import OpenVinoOptions
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = PROJECT / "weights" / "kanet_outdoor.pt"
@@ -41,6 +42,7 @@ class DemoOptions:
     device: str = "auto"              # runtime.devices: auto, cpu or cuda:N
     cuda_unusable: bool = False       # a GPU CUDA cannot use (old driver): engines built ahead of time, as on a CPU
     half: bool = False                # dehaze with the FP16 engine / ONNX
+    openvino: OpenVinoOptions | None = None  # backend 'openvino' only
     engine_cache: Path = PROJECT / "engines" / "cache"
 
 
@@ -210,7 +212,8 @@ def run_demo(opts: DemoOptions, progress) -> Path:
     progress.set_description("parity")
     parity = parity_step(opts, export, log, progress)
     progress.set_description("dehaze")
-    with Dehazer.load(opts.out / "export", backend=opts.backend, device=opts.device, half=opts.half) as dehazer:
+    with Dehazer.load(opts.out / "export", backend=opts.backend, device=opts.device, half=opts.half,
+                      openvino=opts.openvino) as dehazer:
         backend = dehazer.backend
         quality, _ = photos_step(opts, dehazer, log)
         clip = clip_step(opts, dehazer, log)

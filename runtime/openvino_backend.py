@@ -44,20 +44,31 @@ class OpenVinoOptions:
             raise DehazeError(f"OpenVINO threads {self.threads}: must be at least 1")
 
 
+def compile_cpu(path: Path, options: OpenVinoOptions):
+    """(openvino module, the model compiled for OpenVINO's CPU plugin as `options` say)."""
+    ov = import_openvino()
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": PRECISIONS[options.precision], "PERFORMANCE_HINT": "LATENCY"}
+    if options.threads is not None:
+        config["INFERENCE_NUM_THREADS"] = options.threads
+    if options.cache_dir is not None:
+        Path(options.cache_dir).mkdir(parents=True, exist_ok=True)
+        core.set_property({"CACHE_DIR": str(options.cache_dir)})
+    try:  # from the path, so a cached compile skips reading the ONNX file too
+        return ov, core.compile_model(str(path), "CPU", config)
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own for unreadable models
+        raise DehazeError(f"{path}: OpenVINO cannot load the model ({str(exc).splitlines()[0]})") from None
+
+
+def runs_as(compiled) -> str:
+    """The precision a compiled model computes in: 'bf16' only where the CPU has BF16, else 'fp32'."""
+    name = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    return RUNS_AS.get(name, name)
+
+
 class OpenVinoBackend:
     def __init__(self, path: Path, options: OpenVinoOptions = OpenVinoOptions()) -> None:
-        ov = import_openvino()
-        core = ov.Core()
-        config = {"INFERENCE_PRECISION_HINT": PRECISIONS[options.precision], "PERFORMANCE_HINT": "LATENCY"}
-        if options.threads is not None:
-            config["INFERENCE_NUM_THREADS"] = options.threads
-        if options.cache_dir is not None:
-            Path(options.cache_dir).mkdir(parents=True, exist_ok=True)
-            core.set_property({"CACHE_DIR": str(options.cache_dir)})
-        try:  # from the path, so a cached compile skips reading the ONNX file too
-            self._compiled = core.compile_model(str(path), "CPU", config)
-        except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own for unreadable models
-            raise DehazeError(f"{path}: OpenVINO cannot load the model ({str(exc).splitlines()[0]})") from None
+        ov, self._compiled = compile_cpu(path, options)
         inp = self._compiled.input(0)
         shape = inp.get_partial_shape()
         if inp.get_element_type() != ov.Type.u8 or shape.rank.get_length() != 4 or str(shape[3]) != "3":
@@ -65,8 +76,7 @@ class OpenVinoBackend:
                               "(a tensor-I/O export, for analysis?); export a frame-I/O model for the runtime: "
                               "kanet export CKPT --out DIR (default --io frames)")
         self._request = self._compiled.create_infer_request()
-        runs_as = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        self.precision = RUNS_AS.get(runs_as, runs_as)
+        self.precision = runs_as(self._compiled)
         self.name = f"openvino {ov.__version__.split('-')[0]}:CPU"
         self.min_shape = (1, 33, 33)  # the graph pads to a multiple of 16 and needs 33 x 33 at least
         self.max_shape: tuple[int, int, int] | None = None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kanet.cli import UserError, number
 
-from ._model import add_model_arguments
+from ._model import add_model_arguments, openvino_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     opts = DemoOptions(out=Path(args.out), checkpoint=checkpoint, photos=photos,
                        max_side=args.max_side if args.max_side else (None if gpu else 480),
                        clip_frames=args.clip_frames, backend=args.backend, device=choice.device, half=args.half,
+                       openvino=openvino_options(args),
                        cuda_unusable=bool(choice.note))
     with tqdm(desc="demo", unit="check") as bar:
         summary = run_demo(opts, bar)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kanet.cli import UserError, number
 
-from ._model import MODEL_HELP, add_device_argument
+from ._model import MODEL_HELP, add_device_argument, add_openvino_arguments, openvino_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="engine (.plan with its manifest) to check (repeatable); needs an NVIDIA GPU")
     parser.add_argument("--export-dir", metavar="DIR",
                         help="check DIR/kanet_fp32.onnx, DIR/kanet_fp16.onnx and, on a GPU machine, DIR/kanet_*.plan")
+    parser.add_argument("--backend", choices=("auto", "onnxruntime", "openvino"), default="auto",
+                        help="what runs the ONNX models: ONNX Runtime's CPU provider (auto, default) or OpenVINO "
+                             "(the FP32 ONNX only; --export-dir then checks kanet_fp32.onnx at --ov-precision)")
+    add_openvino_arguments(parser)
     add_device_argument(parser, "the GPU that runs the engines (cpu: check the ONNX models only; they run on "
                                 "ONNX Runtime's CPU provider, the reference PyTorch on the CPU)")
     parser.add_argument("--photos", default="samples", metavar="DIR",
@@ -49,12 +53,14 @@ def run(args: argparse.Namespace) -> int:
     if choice.note:
         print(f"kanet parity: {choice.note}", file=sys.stderr)
     device, gpus = choice.device, choice.gpus
+    openvino = openvino_options(args)
     paths = [Path(p) for p in args.onnx]
     engines = [Path(p) for p in args.engine]
-    for model in (resolve_model(Path(m), "auto", device) for m in args.model):
+    for model in (resolve_model(Path(m), "openvino" if openvino else "auto", device) for m in args.model):
         (engines if model.suffix in ENGINE_SUFFIXES else paths).append(model)
     if args.export_dir:
-        paths += [Path(args.export_dir) / "kanet_fp32.onnx", Path(args.export_dir) / "kanet_fp16.onnx"]
+        paths += [Path(args.export_dir) / "kanet_fp32.onnx"]
+        paths += [] if openvino else [Path(args.export_dir) / "kanet_fp16.onnx"]
         found = sorted(Path(args.export_dir).glob("kanet_*.plan"))
         if found and not gpus:
             print(f"kanet parity: {', '.join(map(str, found))} not checked: running an engine needs an NVIDIA GPU"
@@ -66,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
                         f"{'--device cpu' if asked == 'cpu' else 'none is usable here'}")
     if not paths and not engines:
         raise UserError("nothing to check: give --model M, --onnx PATH, --engine PATH or --export-dir DIR")
-    candidates = {p.stem: (p, "fp16" if "fp16" in p.stem else "fp32") for p in paths}
+    if openvino:
+        candidates = {f"{p.stem}_openvino": (p, openvino.precision) for p in paths}
+    else:
+        candidates = {p.stem: (p, "fp16" if "fp16" in p.stem else "fp32") for p in paths}
     for engine in engines:
         candidates[f"{engine.stem}_engine"] = (engine, read_manifest(engine)["precision"])
     photos = Path(args.photos) if args.photos else None
@@ -76,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_checkpoint(args.checkpoint)
     cases = frame_cases(photos=photos)
     with tqdm(total=len(cases) * len(candidates), desc="parity", unit="check") as bar:
-        report = run_parity(model, candidates, cases, limits, progress=bar, device=device)
+        report = run_parity(model, candidates, cases, limits, progress=bar, device=device, openvino=openvino)
     write_report(report, args.report)
     print(f"{'case':24s} {'model':16s} {'max|d|':>9s} {'mean|d|':>9s} {'PSNR':>7s} {'<=1':>8s} {'<=2':>8s}  result")
     for r in report["results"]:
