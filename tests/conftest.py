@@ -87,3 +87,13 @@ def frame_onnx(exported) -> Path:
     """FP32 frame-I/O ONNX (uint8 N x H x W x 3 BGR in and out) of the seeded `model`;
     the FP16 ONNX, the engine and export.json lie beside it."""
     return exported["dir"] / "kanet_fp32.onnx"
+
+
+@pytest.fixture(scope="session")
+def tensor_onnx(checkpoint, tmp_path_factory) -> Path:
+    """FP32 tensor-I/O ONNX (float NCHW in [-1, 1] in, [0, 1] out) of the seeded `model`, for analysis."""
+    from export.pipeline import export_checkpoint
+
+    out = tmp_path_factory.mktemp("tensor")
+    export_checkpoint(checkpoint, out, io="tensor", engine=False)
+    return out / "kanet_fp32.onnx"
