@@ -21,7 +21,7 @@ from polygraphy.logger import G_LOGGER
 from runtime.dehazer import ENGINE_SUFFIXES
 from runtime.imagefile import read_image
 from runtime.manifest import read_manifest
-from runtime.openvino_backend import OpenVinoOptions, compile_cpu, runs_as
+from runtime.openvino_backend import OpenVinoOptions, backend_name, compile_cpu, runs_as
 from training import KANet
 
 from .errors import ExportError
@@ -117,6 +117,7 @@ class _OnnxCandidate:
         self.runner.activate()
         self.input_name, self.io, self.dims = _input(path)
         self.precision = precision
+        self.backend = "onnxruntime:CPUExecutionProvider"
 
     def fits(self, frames: np.ndarray) -> str | None:
         """Why these frames cannot be fed (an ONNX model exported with a fixed shape); None when they can."""
@@ -138,10 +139,11 @@ class _OpenVinoCandidate(_OnnxCandidate):
     a CPU without it runs FP32, and is held to the FP32 gates)."""
 
     def __init__(self, path: Path, options: OpenVinoOptions):
-        _, compiled = compile_cpu(path, options)
+        ov, compiled = compile_cpu(path, options)
         self.request = compiled.create_infer_request()
         self.input_name, self.io, self.dims = _input(path)
         self.precision = runs_as(compiled)
+        self.backend = backend_name(ov)
 
     def __call__(self, feed: np.ndarray) -> np.ndarray:
         return self.request.infer({0: feed})[0]
@@ -160,6 +162,7 @@ class _EngineCandidate:
         profile = read_manifest(path)["profiles"][0]
         self.min, self.max = profile["min"], profile["max"]
         self.dehazer = Dehazer.load(path, backend="tensorrt", device=device)
+        self.backend = self.dehazer.backend
 
     def fits(self, frames: np.ndarray) -> str | None:
         if all(lo <= n <= hi for lo, n, hi in zip(self.min, frames.shape[:3], self.max)):
@@ -219,6 +222,7 @@ def run_parity(model: KANet, candidates: dict[str, tuple[Path, str]], cases: lis
                 metrics = compare(ref_frames if runner.io == "frames" else ref_tensor, output)
                 failures = check(metrics, precision, runner.io, limits)
                 results.append({"case": case_name, "shape": list(frames.shape), "candidate": label, "io": runner.io,
+                                "backend": runner.backend,
                                 "precision": precision, **metrics, "failures": failures})
     finally:
         for runner, _ in runners.values():

@@ -66,6 +66,10 @@ def runs_as(compiled) -> str:
     return RUNS_AS.get(name, name)
 
 
+def backend_name(ov: ModuleType) -> str:
+    return f"openvino {ov.__version__.split('-')[0]}:CPU"
+
+
 class OpenVinoBackend:
     def __init__(self, path: Path, options: OpenVinoOptions = OpenVinoOptions()) -> None:
         ov, self._compiled = compile_cpu(path, options)
@@ -77,7 +81,7 @@ class OpenVinoBackend:
                               "kanet export CKPT --out DIR (default --io frames)")
         self._request = self._compiled.create_infer_request()
         self.precision = runs_as(self._compiled)
-        self.name = f"openvino {ov.__version__.split('-')[0]}:CPU"
+        self.name = backend_name(ov)
         self.min_shape = (1, 33, 33)  # the graph pads to a multiple of 16 and needs 33 x 33 at least
         self.max_shape: tuple[int, int, int] | None = None
 

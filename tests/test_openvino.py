@@ -52,8 +52,8 @@ def test_parity_gates_on_odd_sizes_and_batch_2(model, frame_onnx, tensor_onnx, p
     report = run_parity(model, candidates, frame_cases(sizes=ODD_SIZES), openvino=OpenVinoOptions(precision))
     assert report["passed"], [r for r in report["results"] if r["failures"]]
     runs_as = "fp32" if precision == "fp32" else BF16_RUNS_AS
-    assert {(r["candidate"], r["io"], r["precision"]) for r in report["results"]} == \
-        {(label, label, runs_as) for label in candidates}
+    assert {(r["candidate"], r["io"], r["precision"], r["backend"]) for r in report["results"]} == \
+        {(label, label, runs_as, f"openvino {ov.__version__.split('-')[0]}:CPU") for label in candidates}
     assert {tuple(r["shape"][:3]) for r in report["results"]} == set(ODD_SIZES)
 
 
@@ -123,7 +123,8 @@ def test_cli_parity_checks_the_fp32_onnx_on_openvino(checkpoint, exported, tmp_p
                    "--report", str(report))
     assert result.returncode == 0, result.stdout + result.stderr
     results = json.loads(report.read_text())["results"]
-    assert {(r["candidate"], r["precision"]) for r in results} == {("kanet_fp32_openvino", BF16_RUNS_AS)}
+    assert {(r["candidate"], r["precision"], r["backend"].split()[0]) for r in results} == \
+        {("kanet_fp32_openvino", BF16_RUNS_AS, "openvino")}
 
 
 def test_cli_ov_precision_without_the_openvino_backend_is_an_error(exported, tmp_path):
