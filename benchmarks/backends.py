@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from export.wrappers import FrameIO
+from runtime.openvino_backend import OpenVinoOptions
 from training import KANet
 
 from . import memory
@@ -110,14 +111,17 @@ class TorchBackend(Backend):
 
 
 class RuntimeBackend(Backend):
-    """The project's torch-free runtime (`runtime.Dehazer`) on an ONNX model or an engine."""
+    """The project's torch-free runtime (`runtime.Dehazer`) on an ONNX model or an engine; OpenVINO always on the
+    CPU (its memory is then host memory, also on a GPU machine)."""
 
-    def __init__(self, name: str, model_path: Path, runtime_backend: str, device: torch.device) -> None:
+    def __init__(self, name: str, model_path: Path, runtime_backend: str, device: torch.device,
+                 openvino: OpenVinoOptions | None = None) -> None:
         from runtime import Dehazer
 
+        device = torch.device("cpu") if runtime_backend == "openvino" else device
         self.name, self.device = name, device
         self.baseline = memory.non_torch_device_bytes(device) if device.type == "cuda" else 0
-        self.dehazer = Dehazer.load(model_path, backend=runtime_backend, device=str(device))
+        self.dehazer = Dehazer.load(model_path, backend=runtime_backend, device=str(device), openvino=openvino)
         self.precision = str(self.dehazer.precision)
         self.model_path = model_path
         self.includes = (f"uint8 host frames -> runtime.Dehazer ({self.dehazer.backend}, {model_path.name}) "

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from export.cache import bench_dir, user_cache_dir
 from export.engine import BuildOptions, Profile
 from export.pipeline import export_checkpoint
+from runtime.openvino_backend import OpenVinoOptions
 from training import KANet, load_checkpoint, save_checkpoint
 
 from . import backends as bk
@@ -119,6 +120,8 @@ def plan_backends(config: BenchConfig) -> tuple[list[str], dict[str, str]]:
         elif name == nm.ORT_FP16 and not (on_gpu and _ort_has_cuda()):
             reason = ("needs a GPU and onnxruntime-gpu: ONNX Runtime's CPU provider has few FP16 kernels, "
                       "so it would time inserted casts, not FP16 inference")
+        elif name in (nm.OPENVINO, nm.OPENVINO_BF16) and not importlib.util.find_spec("openvino"):
+            reason = "openvino is not installed"
         elif name == nm.TENSORRT and not on_gpu:
             reason = "needs an NVIDIA GPU (the engine is built ahead of time on CPU, but runs only on a GPU)"
         elif name == nm.TENSORRT and not (importlib.util.find_spec("tensorrt") or importlib.util.find_spec("tensorrt_rtx")):
@@ -131,6 +134,7 @@ def plan_backends(config: BenchConfig) -> tuple[list[str], dict[str, str]]:
 
 def make_backends(names: list[str], models: Models, device: torch.device, skipped: dict[str, str]) -> list[bk.Backend]:
     files = {nm.ORT: ("kanet_fp32.onnx", "onnxruntime"), nm.ORT_FP16: ("kanet_fp16.onnx", "onnxruntime"),
+             nm.OPENVINO: ("kanet_fp32.onnx", "openvino"), nm.OPENVINO_BF16: ("kanet_fp32.onnx", "openvino"),
              nm.TENSORRT: ("kanet_fp16.plan", "tensorrt")}
     made: list[bk.Backend] = []
     for name in names:
@@ -143,7 +147,9 @@ def make_backends(names: list[str], models: Models, device: torch.device, skippe
             skipped[name] = f"no {filename} in the export folder {models.export_dir}"
             continue
         try:
-            made.append(bk.RuntimeBackend(name, path, runtime_backend, device))
+            openvino = OpenVinoOptions("bf16" if name == nm.OPENVINO_BF16 else "fp32") \
+                if runtime_backend == "openvino" else None
+            made.append(bk.RuntimeBackend(name, path, runtime_backend, device, openvino))
         except Exception as exc:  # the runtime refuses (incompatible engine, provider...): a finding
             skipped[name] = f"runtime could not load {path.name}: {str(exc).strip().splitlines()[0]}"
     return made

@@ -12,7 +12,7 @@ import psutil
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-LIBRARIES = ("torch", "numpy", "onnx", "onnxruntime", "tensorrt", "tensorrt_rtx", "cv2", "av", "polygraphy")
+LIBRARIES = ("torch", "numpy", "onnx", "onnxruntime", "openvino", "tensorrt", "tensorrt_rtx", "cv2", "av", "polygraphy")
 
 
 def cpu_model() -> str:

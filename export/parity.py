@@ -1,6 +1,6 @@
 """`kanet parity`: PyTorch FP32 against the exported models, on random and real frames.
 
-ONNX candidates run through Polygraphy's ONNX Runtime runner; engines (TensorRT or
+ONNX candidates run through Polygraphy's ONNX Runtime runner, or on OpenVINO's CPU plugin; engines (TensorRT or
 TensorRT-RTX, which Polygraphy's TrtRunner does not load) through the project's runtime,
 the code users deploy. Cases outside an engine's profile (or an ONNX model's fixed input
 shape) are listed as skipped, never tiled, so every compared frame is one forward pass.
@@ -21,6 +21,7 @@ from polygraphy.logger import G_LOGGER
 from runtime.dehazer import ENGINE_SUFFIXES
 from runtime.imagefile import read_image
 from runtime.manifest import read_manifest
+from runtime.openvino_backend import OpenVinoOptions, backend_name, compile_cpu, runs_as
 from training import KANet
 
 from .errors import ExportError
@@ -111,10 +112,12 @@ def check(metrics: dict, precision: str, io: str, limits: Thresholds) -> list[st
 
 
 class _OnnxCandidate:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, precision: str):
         self.runner = OnnxrtRunner(SessionFromOnnx(str(path), providers=["CPUExecutionProvider"]))
         self.runner.activate()
         self.input_name, self.io, self.dims = _input(path)
+        self.precision = precision
+        self.backend = "onnxruntime:CPUExecutionProvider"
 
     def fits(self, frames: np.ndarray) -> str | None:
         """Why these frames cannot be fed (an ONNX model exported with a fixed shape); None when they can."""
@@ -131,15 +134,35 @@ class _OnnxCandidate:
         self.runner.deactivate()
 
 
+class _OpenVinoCandidate(_OnnxCandidate):
+    """An ONNX model of either I/O on OpenVINO; `precision` is what the compiled model computes in (BF16 asked on
+    a CPU without it runs FP32, and is held to the FP32 gates)."""
+
+    def __init__(self, path: Path, options: OpenVinoOptions):
+        ov, compiled = compile_cpu(path, options)
+        self.request = compiled.create_infer_request()
+        self.input_name, self.io, self.dims = _input(path)
+        self.precision = runs_as(compiled)
+        self.backend = backend_name(ov)
+
+    def __call__(self, feed: np.ndarray) -> np.ndarray:
+        return self.request.infer({0: feed})[0]
+
+    def close(self) -> None:
+        self.request = None
+
+
 class _EngineCandidate:
     io = "frames"
 
-    def __init__(self, path: Path, device: str):
+    def __init__(self, path: Path, device: str, precision: str):
         from runtime import Dehazer  # imports cuda-bindings and TensorRT: only when an engine is checked
 
+        self.precision = precision
         profile = read_manifest(path)["profiles"][0]
         self.min, self.max = profile["min"], profile["max"]
         self.dehazer = Dehazer.load(path, backend="tensorrt", device=device)
+        self.backend = self.dehazer.backend
 
     def fits(self, frames: np.ndarray) -> str | None:
         if all(lo <= n <= hi for lo, n, hi in zip(self.min, frames.shape[:3], self.max)):
@@ -153,28 +176,32 @@ class _EngineCandidate:
         self.dehazer.close()
 
 
-def _candidate(path: Path, device: str):
+def _candidate(path: Path, device: str, precision: str = "fp32", openvino: OpenVinoOptions | None = None):
     if not path.is_file():
         raise ExportError(f"{path}: no such model file")
     if path.suffix in ENGINE_SUFFIXES:
         try:
-            return _EngineCandidate(path, device)
+            return _EngineCandidate(path, device, precision)
         except (OSError, RuntimeError, ValueError) as exc:
             raise ExportError(f"{path}: {exc}") from None
+    if openvino is not None:
+        return _OpenVinoCandidate(path, openvino)
     try:
-        return _OnnxCandidate(path)
+        return _OnnxCandidate(path, precision)
     except Exception as exc:  # onnx and ONNX Runtime raise their own types (DecodeError, InvalidProtobuf, ...)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"{path}: not an ONNX model ONNX Runtime can load ({reason})") from None
 
 
-def open_candidates(candidates: dict[str, tuple[Path, str]], device: str = "auto") -> dict[str, tuple[object, str]]:
-    """label -> (runner, precision) for candidates label -> (ONNX or engine path, precision): every model is
-    opened here, so a file that is not one is a one-line error before any comparison starts."""
+def open_candidates(candidates: dict[str, tuple[Path, str]], device: str = "auto",
+                    openvino: OpenVinoOptions | None = None) -> dict[str, tuple[object, str]]:
+    """label -> (runner, precision it computes in) for candidates label -> (ONNX or engine path, precision): every
+    model is opened here, so a file that is not one is a one-line error before any comparison starts."""
     runners: dict[str, tuple[object, str]] = {}
     try:
         for label, (path, precision) in candidates.items():
-            runners[label] = (_candidate(Path(path), device), precision)
+            runner = _candidate(Path(path), device, precision, openvino)
+            runners[label] = (runner, runner.precision)
     except BaseException:
         close_candidates(runners)
         raise
@@ -187,10 +214,12 @@ def close_candidates(runners: dict[str, tuple[object, str]]) -> None:
 
 
 def run_parity(model: KANet, candidates: dict[str, tuple[Path, str]], cases: list[tuple[str, np.ndarray]],
-               limits: Thresholds = Thresholds(), progress=None, device: str = "auto") -> dict:
+               limits: Thresholds = Thresholds(), progress=None, device: str = "auto",
+               openvino: OpenVinoOptions | None = None) -> dict:
     """candidates: label -> (ONNX or engine path, precision); engines run on `device` (runtime.devices), ONNX
-    models on ONNX Runtime's CPU provider. Returns the report; report['passed'] says it all."""
-    runners = open_candidates(candidates, device)
+    models on ONNX Runtime's CPU provider, or with `openvino` on OpenVINO at the precision it computes in (a
+    candidate's own precision is then not read). Returns the report; report['passed'] says it all."""
+    runners = open_candidates(candidates, device, openvino)
     try:
         return compare_candidates(model, runners, cases, limits, progress)
     finally:
@@ -224,7 +253,7 @@ def compare_candidates(model: KANet, runners: dict[str, tuple[object, str]], cas
             metrics = compare(ref_frames if runner.io == "frames" else ref_tensor, output)
             failures = check(metrics, precision, runner.io, limits)
             results.append({"case": case_name, "shape": list(frames.shape), "candidate": label, "io": runner.io,
-                            "precision": precision, **metrics, "failures": failures})
+                            "backend": runner.backend, "precision": precision, **metrics, "failures": failures})
     return {"reference": "PyTorch FP32 (KANet.dehaze / FrameIO)", "thresholds": asdict(limits),
             "results": results, "skipped": skipped,
             "passed": bool(results) and all(not r["failures"] for r in results)}

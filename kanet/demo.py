@@ -22,6 +22,7 @@ from benchmarks.video import write_clip
 from runtime.cuda import device_count
 from runtime.imagefile import read_image, write_image
 from runtime.manifest import sha256_file
+from runtime.openvino_backend import OpenVinoOptions
 
 from .bundled import DEFAULT_CHECKPOINT, SAMPLES
 
@@ -41,6 +42,7 @@ class DemoOptions:
     cuda_unusable: bool = False       # a GPU CUDA cannot use (old driver): engines built ahead of time, as on a CPU
     half: bool = False                # dehaze with the FP16 engine / ONNX
     cache_dir: Path | None = None     # export.cache: None is the user's cache folder
+    openvino: OpenVinoOptions | None = None  # backend 'openvino' only
 
 
 @dataclass
@@ -209,7 +211,8 @@ def run_demo(opts: DemoOptions, progress) -> Path:
     progress.set_description("parity")
     parity = parity_step(opts, export, log, progress)
     progress.set_description("dehaze")
-    with Dehazer.load(opts.out / "export", backend=opts.backend, device=opts.device, half=opts.half) as dehazer:
+    with Dehazer.load(opts.out / "export", backend=opts.backend, device=opts.device, half=opts.half,
+                      openvino=opts.openvino) as dehazer:
         backend = dehazer.backend
         quality, _ = photos_step(opts, dehazer, log)
         clip = clip_step(opts, dehazer, log)

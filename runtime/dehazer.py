@@ -18,9 +18,10 @@ from .errors import DehazeError
 from .frame_cost import oversize_warning
 from .images import as_batch, as_bgr8, fit_long_side
 from .manifest import read_manifest, verify_engine
+from .openvino_backend import OpenVinoOptions
 from .tiling import run_tiled
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino")
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 TIMING_KEYS = ("h2d_ms", "compute_ms", "d2h_ms", "total_ms")
 log = logging.getLogger("runtime")
@@ -77,7 +78,7 @@ def _tile_size(tile, max_shape: tuple[int, int, int] | None) -> tuple[int, int] 
 
 
 class Dehazer:
-    """Dehaze uint8 BGR frames with an engine (TensorRT / TensorRT-RTX) or an ONNX model (ONNX Runtime)."""
+    """Dehaze uint8 BGR frames with an engine (TensorRT / TensorRT-RTX) or an ONNX model (ONNX Runtime, OpenVINO)."""
 
     def __init__(self, impl, tile=None, tile_overlap: int = 32, max_side: int | None = None) -> None:
         self._impl = impl
@@ -93,23 +94,33 @@ class Dehazer:
 
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", device: str | int = "auto", tile=None,
-             tile_overlap: int = 32, half: bool = False, max_side: int | None = None, verify: bool = True) -> Dehazer:
+             tile_overlap: int = 32, half: bool = False, max_side: int | None = None, verify: bool = True,
+             openvino: OpenVinoOptions | None = None) -> Dehazer:
         """path: an engine (.plan with its .json manifest), a frame-I/O .onnx, or a `kanet export` folder.
         device: auto, cpu, a GPU index or cuda:N (see runtime.devices). half: an FP16 model or none.
         tile: None = tile only frames larger than the model accepts (at its largest size);
         an int or (height, width) = tile frames larger than that; 0 or False = never tile.
         max_side: shrink host frames whose long side is larger to that first, and enlarge the result back
         to the frame's size (faster and lighter, less detail); None = full size.
-        verify: check an engine's sha256 against its manifest before TensorRT deserialises it."""
+        verify: check an engine's sha256 against its manifest before TensorRT deserialises it.
+        openvino: precision, threads and model cache of backend 'openvino' (default: FP32, every core, no cache)."""
         if backend not in BACKENDS:
             raise DehazeError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         device, path = parse_device(device), Path(path)
+        if openvino is not None and backend != "openvino":
+            raise DehazeError(f"OpenVINO options apply to the openvino backend, not {backend!r}")
+        if backend == "openvino" and half:
+            raise DehazeError("--half takes the FP16 models, which OpenVINO does not run; OpenVINO runs the FP32 "
+                              "model in BF16 with --ov-precision bf16")
+        if backend == "openvino" and device not in ("auto", "cpu"):
+            raise DehazeError(f"the openvino backend runs on the CPU; --device {device} needs tensorrt or onnxruntime")
         if not path.exists():
             raise DehazeError(f"{path}: no such model file or folder")
         path = resolve_model(path, backend, device, half)
         if path.suffix in ENGINE_SUFFIXES:
-            if backend == "onnxruntime":
-                raise DehazeError(f"{path} is a TensorRT engine; ONNX Runtime runs the .onnx models")
+            if backend in ("onnxruntime", "openvino"):
+                raise DehazeError(f"{path} is a TensorRT engine; "
+                                  f"{'OpenVINO' if backend == 'openvino' else 'ONNX Runtime'} runs the .onnx models")
             if device == "cpu":
                 raise DehazeError(f"{path} is a TensorRT engine, which runs on a GPU; --device cpu runs the "
                                   "ONNX model (give the .onnx file or the export folder)")
@@ -123,9 +134,14 @@ class Dehazer:
             if backend == "tensorrt":
                 raise DehazeError(f"{path} is an ONNX model; the tensorrt backend runs engines: "
                                   f"kanet build {path} --out DIR")
-            from .onnx_backend import OnnxBackend
+            if backend == "openvino":
+                from .openvino_backend import OpenVinoBackend
 
-            impl = OnnxBackend(path, gpu_index(device))
+                impl = OpenVinoBackend(path, openvino or OpenVinoOptions())
+            else:
+                from .onnx_backend import OnnxBackend
+
+                impl = OnnxBackend(path, gpu_index(device))
         else:
             raise DehazeError(f"{path}: not a model; expected an engine (.plan), an .onnx file or an export folder "
                               "(a checkpoint is exported first: kanet export CKPT --out DIR)")

@@ -114,3 +114,13 @@ def tiny_onnx(tmp_path) -> Path:
     path = tmp_path / "tiny_fp16.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tensor_onnx(checkpoint, tmp_path_factory) -> Path:
+    """FP32 tensor-I/O ONNX (float NCHW in [-1, 1] in, [0, 1] out) of the seeded `model`, for analysis."""
+    from export.pipeline import export_checkpoint
+
+    out = tmp_path_factory.mktemp("tensor")
+    export_checkpoint(checkpoint, out, io="tensor", engine=False)
+    return out / "kanet_fp32.onnx"

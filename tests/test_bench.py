@@ -45,7 +45,7 @@ def tiny_run(export_dir, tmp_path_factory) -> Path:
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     done = kanet("bench", "--quick", "--checkpoint", str(export_dir["checkpoint"]),
                  "--export-dir", os.path.relpath(export_dir["dir"], elsewhere),
-                 "--backends", "torch-eager,torch-autocast,onnxruntime,tensorrt", "--video-size", "64x64",
+                 "--backends", "torch-eager,torch-autocast,onnxruntime,openvino,openvino-bf16,tensorrt", "--video-size", "64x64",
                  "--video-frames", "3", *TINY, cwd=elsewhere)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "kanet bench: writing to runs/bench/exp\n" in done.stderr
@@ -59,7 +59,8 @@ def test_tiny_run_writes_well_formed_json(tiny_run):
     assert system["git"]["commit"] and len(system["git"]["commit"]) == 40
     assert system["cpu"]["model"] and system["cpu"]["logical_cores"] >= 1
     assert system["libraries"]["torch"] == torch.__version__ and system["libraries"]["onnxruntime"]
-    assert {r["backend"] for r in doc["results"]} == {"torch-eager", "torch-autocast", "onnxruntime"}
+    assert {r["backend"] for r in doc["results"]} == {"torch-eager", "torch-autocast", "onnxruntime", "openvino",
+                                                      "openvino-bf16"}
     for row in doc["results"]:
         assert (row["batch"], row["height"], row["width"]) == (1, 64, 64) and "error" not in row
         lat = row["latency_ms"]
@@ -71,6 +72,14 @@ def test_tiny_run_writes_well_formed_json(tiny_run):
         assert row["memory"]["host_rss_mib"] > 0
     assert doc["backends"]["torch-autocast"]["precision"] == ("fp16" if HAS_GPU else "bf16")
     assert doc["backends"]["onnxruntime"]["precision"] == "fp32"
+    openvino = doc["backends"]["openvino-bf16"]
+    assert doc["backends"]["openvino"]["precision"] == "fp32" and openvino["runtime_backend"].startswith("openvino ")
+    # what the CPU ran: BF16 where it has it (OpenVINO falls back to FP32 elsewhere)
+    import openvino as ov
+
+    assert openvino["precision"] == ("bf16" if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+                                     else "fp32")
+    assert system["libraries"]["openvino"]
     flops = doc["flops"]["shapes"]["1x64x64"]
     assert flops["per_frame"] == flops["total"] > 0 and flops["by_op"]["bmm"] > 0
     if not HAS_GPU:

@@ -21,13 +21,6 @@ from export.pipeline import engine_from_onnx, export_checkpoint
 from export.wrappers import FrameIO
 from runtime.manifest import incompatibility, read_manifest, sha256_file
 
-@pytest.fixture(scope="session")
-def tensor_onnx(checkpoint, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tensor")
-    export_checkpoint(checkpoint, out, io="tensor", engine=False)
-    return out / "kanet_fp32.onnx"
-
-
 def _graph(path: Path) -> onnx.ModelProto:
     return onnx.load(str(path))
 

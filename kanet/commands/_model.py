@@ -5,8 +5,13 @@ runtime.devices.parse_device, so every command takes the same values the same wa
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+from export.cache import user_cache_dir
 from runtime.dehazer import BACKENDS
 from runtime.devices import DEVICE_HELP
+from runtime.errors import KanetError
+from runtime.openvino_backend import PRECISIONS, OpenVinoOptions
 
 from kanet.cli import path_option
 
@@ -26,8 +31,31 @@ def add_model_arguments(parser, model: str | None = MODEL_HELP, required: bool =
     if model:
         parser.add_argument("--model", type=path_option, required=required, metavar="M", help=model)
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="auto: from the model file (default); tensorrt: an engine; onnxruntime: an ONNX model")
+                        help="auto: from the model file (default); tensorrt: an engine; onnxruntime: an ONNX model; "
+                             "openvino: an ONNX model (an export folder's kanet_fp32.onnx) on OpenVINO's CPU plugin")
+    add_openvino_arguments(parser)
     add_device_argument(parser)
     parser.add_argument("--half", action="store_true",
                         help="FP16: an export folder's kanet_fp16.plan (where a GPU runs it) or kanet_fp16.onnx; "
                              "an FP32 model given directly is an error")
+
+
+def add_openvino_arguments(parser) -> None:
+    """--ov-precision and --ov-cache, read only with --backend openvino (see openvino_options)."""
+    parser.add_argument("--ov-precision", choices=tuple(PRECISIONS),
+                        help="--backend openvino: compute in fp32 (default) or bf16 (CPUs with AVX-512 BF16 or AMX; "
+                             "others run fp32)")
+    parser.add_argument("--ov-cache", type=path_option, metavar="DIR",
+                        help="--backend openvino: compiled-model cache, so a second start skips compiling "
+                             "(default: openvino/ in the user cache folder, see --cache-dir)")
+
+
+def openvino_options(args) -> OpenVinoOptions | None:
+    """Dehazer.load's `openvino` argument from the parsed flags; --ov-precision without --backend openvino is an
+    error (it would be silently ignored)."""
+    if args.backend != "openvino":
+        if args.ov_precision:
+            raise KanetError(f"--ov-precision {args.ov_precision} needs --backend openvino")
+        return None
+    cache = Path(args.ov_cache) if args.ov_cache else user_cache_dir() / "openvino"
+    return OpenVinoOptions(precision=args.ov_precision or "fp32", cache_dir=cache)

@@ -8,7 +8,7 @@ from pathlib import Path
 from export.cache import HELP as CACHE_HELP
 from kanet.cli import UserError, number, path_option
 
-from ._model import add_model_arguments
+from ._model import add_model_arguments, openvino_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     opts = DemoOptions(out=Path(args.out), checkpoint=checkpoint, photos=photos,
                        max_side=args.max_side if args.max_side else (None if gpu else 480),
                        clip_frames=args.clip_frames, backend=args.backend, device=choice.device, half=args.half,
-                       cuda_unusable=bool(choice.note), cache_dir=args.cache_dir)
+                       cuda_unusable=bool(choice.note), cache_dir=args.cache_dir,
+                       openvino=openvino_options(args))
     with tqdm(desc="demo", unit="check") as bar:
         summary = run_demo(opts, bar)
     print(summary.read_text())

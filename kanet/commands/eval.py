@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kanet.cli import UserError, number, path_option
 
-from ._model import MODEL_HELP, add_model_arguments
+from ._model import MODEL_HELP, add_model_arguments, openvino_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +42,8 @@ def build_methods(args: argparse.Namespace) -> dict:
     if args.model:
         from runtime import Dehazer
 
-        dehazer = Dehazer.load(args.model, backend=args.backend, device=device, half=args.half)  # a DehazeError names the file
+        dehazer = Dehazer.load(args.model, backend=args.backend, device=device, half=args.half,
+                               openvino=openvino_options(args))  # a DehazeError names the file
         methods["KA-Net"] = lambda frame, name: dehazer(frame)
     for spec in args.pred:
         name, sep, folder = spec.partition("=")

@@ -8,7 +8,7 @@ from pathlib import Path
 from kanet.bundled import SAMPLES
 from kanet.cli import UserError, number, path_option
 
-from ._model import MODEL_HELP, add_device_argument
+from ._model import MODEL_HELP, add_device_argument, add_openvino_arguments, openvino_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="engine (.plan with its manifest) to check (repeatable); needs an NVIDIA GPU")
     parser.add_argument("--export-dir", type=path_option, metavar="DIR",
                         help="check DIR/kanet_fp32.onnx, DIR/kanet_fp16.onnx and, on a GPU machine, DIR/kanet_*.plan")
+    parser.add_argument("--backend", choices=("auto", "onnxruntime", "openvino"), default="auto",
+                        help="what runs the ONNX models: ONNX Runtime's CPU provider (auto, default) or OpenVINO "
+                             "(the FP32 ONNX only; --export-dir then checks kanet_fp32.onnx at --ov-precision)")
+    add_openvino_arguments(parser)
     add_device_argument(parser, "the GPU that runs the engines (cpu: check the ONNX models only; they run on "
                                 "ONNX Runtime's CPU provider, the reference PyTorch on the CPU)")
     parser.add_argument("--photos", type=path_option, default=str(SAMPLES), metavar="DIR",
@@ -52,12 +56,14 @@ def run(args: argparse.Namespace) -> int:
     if choice.note:
         print(f"kanet parity: {choice.note}", file=sys.stderr)
     device, gpus = choice.device, choice.gpus
+    openvino = openvino_options(args)
     paths = [Path(p) for p in args.onnx]
     engines = [Path(p) for p in args.engine]
-    for model in (resolve_model(Path(m), "auto", device) for m in args.model):
+    for model in (resolve_model(Path(m), "openvino" if openvino else "auto", device) for m in args.model):
         (engines if model.suffix in ENGINE_SUFFIXES else paths).append(model)
     if args.export_dir:
-        paths += [Path(args.export_dir) / "kanet_fp32.onnx", Path(args.export_dir) / "kanet_fp16.onnx"]
+        paths += [Path(args.export_dir) / "kanet_fp32.onnx"]
+        paths += [] if openvino else [Path(args.export_dir) / "kanet_fp16.onnx"]
         found = sorted(Path(args.export_dir).glob("kanet_*.plan"))
         if found and not gpus:
             print(f"kanet parity: {', '.join(map(str, found))} not checked: running an engine needs an NVIDIA GPU"
@@ -69,14 +75,17 @@ def run(args: argparse.Namespace) -> int:
                         f"{'--device cpu' if asked == 'cpu' else 'none is usable here'}")
     if not paths and not engines:
         raise UserError("nothing to check: give --model M, --onnx PATH, --engine PATH or --export-dir DIR")
-    candidates = {p.stem: (p, "fp16" if "fp16" in p.stem else "fp32") for p in paths}
+    if openvino:
+        candidates = {f"{p.stem}_openvino": (p, openvino.precision) for p in paths}
+    else:
+        candidates = {p.stem: (p, "fp16" if "fp16" in p.stem else "fp32") for p in paths}
     for engine in engines:
         candidates[f"{engine.stem}_engine"] = (engine, read_manifest(engine)["precision"])
     photos = Path(args.photos) if args.photos else None
     if photos is not None and not photos.is_dir():
         raise UserError(f"{photos}: no such folder of photographs")
     limits = Thresholds(fp32_max_abs=args.fp32_max_abs, fp16_psnr_db=args.fp16_psnr, fp16_within_2=args.fp16_within_2)
-    runners = open_candidates(candidates, device)  # a file that is not a model: one line, before any work
+    runners = open_candidates(candidates, device, openvino)  # a file that is not a model: one line, before any work
     try:
         model = load_checkpoint(args.checkpoint)
         cases = frame_cases(photos=photos)

@@ -11,7 +11,7 @@ from pathlib import Path
 from kanet.cli import number, path_option, size
 from runtime.errors import KanetError
 
-from ._model import add_model_arguments
+from ._model import add_model_arguments, openvino_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         check_outputs([s for s in sinks if s is not None], sources, args.overwrite)
         window = Window() if args.show else None
         with Dehazer.load(args.model, args.backend, device, args.tile, args.tile_overlap, args.half,
-                          args.max_side, verify=not args.no_verify_engine) as dehazer:
+                          args.max_side, verify=not args.no_verify_engine,
+                          openvino=openvino_options(args)) as dehazer:
             pipeline = Pipeline(dehazer, sources, sinks, batch=args.batch, side_by_side=args.side_by_side,
                                 window=window, max_frames=args.max_frames)
             summary = pipeline.run()

@@ -1,0 +1,99 @@
+"""A frame-I/O ONNX model on OpenVINO's CPU plugin, in FP32 or BF16 (where the CPU has AVX-512 BF16 / AMX).
+
+OpenVINO reads the export's kanet_fp32.onnx as it is, com.microsoft.MultiHeadAttention nodes included, so
+ONNX Runtime and OpenVINO run the same file.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from .errors import DehazeError
+
+PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # ours -> OpenVINO's INFERENCE_PRECISION_HINT
+RUNS_AS = {"f32": "fp32", "bf16": "bf16"}
+
+
+class OpenVinoMissing(DehazeError, ImportError):
+    """The openvino package cannot be imported."""
+
+
+def import_openvino() -> ModuleType:
+    try:
+        return importlib.import_module("openvino")
+    except ImportError:
+        raise OpenVinoMissing("the openvino backend needs OpenVINO, which is not installed: pip install openvino") \
+            from None
+
+
+@dataclass(frozen=True)
+class OpenVinoOptions:
+    precision: str = "fp32"             # fp32 | bf16 (a CPU without BF16 runs FP32; .precision says which ran)
+    threads: int | None = None          # None: OpenVINO's default (every core)
+    cache_dir: Path | None = None       # OpenVINO's compiled-model cache; None: compile on every load
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise DehazeError(f"OpenVINO precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.threads is not None and self.threads < 1:
+            raise DehazeError(f"OpenVINO threads {self.threads}: must be at least 1")
+
+
+def compile_cpu(path: Path, options: OpenVinoOptions):
+    """(openvino module, the model compiled for OpenVINO's CPU plugin as `options` say)."""
+    ov = import_openvino()
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": PRECISIONS[options.precision], "PERFORMANCE_HINT": "LATENCY"}
+    if options.threads is not None:
+        config["INFERENCE_NUM_THREADS"] = options.threads
+    if options.cache_dir is not None:
+        Path(options.cache_dir).mkdir(parents=True, exist_ok=True)
+        core.set_property({"CACHE_DIR": str(options.cache_dir)})
+    try:  # from the path, so a cached compile skips reading the ONNX file too
+        return ov, core.compile_model(str(path), "CPU", config)
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own for unreadable models
+        raise DehazeError(f"{path}: OpenVINO cannot load the model ({str(exc).splitlines()[0]})") from None
+
+
+def runs_as(compiled) -> str:
+    """The precision a compiled model computes in: 'bf16' only where the CPU has BF16, else 'fp32'."""
+    name = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    return RUNS_AS.get(name, name)
+
+
+def backend_name(ov: ModuleType) -> str:
+    return f"openvino {ov.__version__.split('-')[0]}:CPU"
+
+
+class OpenVinoBackend:
+    def __init__(self, path: Path, options: OpenVinoOptions = OpenVinoOptions()) -> None:
+        ov, self._compiled = compile_cpu(path, options)
+        inp = self._compiled.input(0)
+        shape = inp.get_partial_shape()
+        if inp.get_element_type() != ov.Type.u8 or shape.rank.get_length() != 4 or str(shape[3]) != "3":
+            raise DehazeError(f"{path}: input is {inp.get_element_type()} {shape}, not uint8 N x H x W x 3 frames "
+                              "(a tensor-I/O export, for analysis?); export a frame-I/O model for the runtime: "
+                              "kanet export CKPT --out DIR (default --io frames)")
+        self._request = self._compiled.create_infer_request()
+        self.precision = runs_as(self._compiled)
+        self.name = backend_name(ov)
+        self.min_shape = (1, 33, 33)  # the graph pads to a multiple of 16 and needs 33 x 33 at least
+        self.max_shape: tuple[int, int, int] | None = None
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        started = time.perf_counter()
+        out = self._request.infer({0: batch})[0]
+        compute = (time.perf_counter() - started) * 1e3
+        return out, {"h2d_ms": 0.0, "compute_ms": compute, "d2h_ms": 0.0, "total_ms": compute}
+
+    def run_device(self, frames):
+        raise DehazeError("frames in GPU memory need an engine (.plan) backend; OpenVINO takes numpy frames")
+
+    def close(self) -> None:
+        self._request = None
+        self._compiled = None
