@@ -15,7 +15,7 @@ import torch
 from conftest import HAS_GPU, REPO, SAMPLES, SMALL
 from export import ExportError
 from export.engine import BuildOptions, import_tensorrt
-from export.parity import Thresholds, compare, frame_cases, run_parity
+from export.parity import Thresholds, check, compare, frame_cases, run_parity
 from export.pipeline import engine_from_onnx, export_checkpoint
 from runtime.manifest import incompatibility, read_manifest, sha256_file
 
@@ -163,6 +163,44 @@ def test_parity_flags_a_model_that_differs(model, exported):
     other = type(model)(rff_seed=123).eval()  # different weights: must fail FP32 parity
     report = run_parity(other, {"fp32": (exported["dir"] / "kanet_fp32.onnx", "fp32")}, cases, Thresholds())
     assert not report["passed"]
+
+
+def _metrics(**changes) -> dict:
+    return {"nonfinite": 0, "max_abs": 0.0, "psnr_db": 60.0, "within_1_step": 1.0, "within_2_steps": 1.0, **changes}
+
+
+@pytest.mark.parametrize("precision, io, metrics, failed", [
+    ("fp16", "frames", _metrics(psnr_db=45.0), False),           # the documented limits themselves pass
+    ("fp16", "frames", _metrics(psnr_db=44.0), "PSNR 44.0 dB < 45.0 dB"),
+    ("fp16", "frames", _metrics(within_2_steps=0.99), False),
+    ("fp16", "frames", _metrics(within_2_steps=0.9899), "within 2 steps < 99%"),
+    ("fp32", "frames", _metrics(within_1_step=0.9999), "within 1 step < 100%"),  # frame I/O: every value 1 step
+    ("fp32", "frames", _metrics(max_abs=2 / 255), False),        # |diff| on [0, 1] is for tensor I/O only
+    ("fp32", "tensor", _metrics(max_abs=1.01e-4), "max |diff| 1.01e-04 > 1e-04"),
+    ("fp32", "tensor", _metrics(max_abs=1e-4), False),
+    ("fp16", "frames", _metrics(nonfinite=1), "1 NaN/Inf values"),
+])
+def test_parity_thresholds_are_the_documented_numbers(precision, io, metrics, failed):
+    """README: FP32 max |diff| <= 1e-4 on [0, 1] tensors and every 8-bit value within 1 step; FP16 PSNR >= 45 dB,
+    >= 99% of 8-bit values within 2 steps, no NaN/Inf. Just past a limit fails, at it passes."""
+    failures = check(metrics, precision, io, Thresholds())
+    assert (any(failed in f for f in failures) if failed else failures == []), failures
+
+
+def test_cli_parity_exits_1_when_the_export_dir_fails_its_thresholds(model, exported, tmp_path, capsys):
+    """Models of other weights, checked with --export-dir: the FP32 frame-I/O model fails its 1-step threshold
+    and the command says FAILED with exit status 1 (not 0, not 2)."""
+    from kanet.cli import main
+    from training import save_checkpoint
+
+    other = save_checkpoint(type(model)(rff_seed=123).eval(), tmp_path / "other.pt")
+    report = tmp_path / "parity.json"
+    code = main(["parity", str(other), "--export-dir", str(exported["dir"]), "--photos", "", "--report", str(report)])
+    out = capsys.readouterr().out
+    assert code == 1 and "FAILED" in out.splitlines()[-1], out
+    rows = json.loads(report.read_text())["results"]
+    fp32 = [r for r in rows if r["candidate"] == "kanet_fp32"]
+    assert fp32 and all(r["io"] == "frames" and any("within 1 step" in f for f in r["failures"]) for r in fp32)
 
 
 def test_compare_metrics():
