@@ -118,3 +118,22 @@ def test_release_checkpoint_halves_the_file_and_keeps_the_output(model, tmp_path
 def test_saved_checkpoint_is_readable_by_others(model, tmp_path):
     path = save_checkpoint(model, tmp_path / "shared.pt")
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_save_that_fails_midway_leaves_the_previous_checkpoint_intact(tmp_path):
+    """A file size limit (as a full disk) stops torch.save part-way through a new last.pt: the old one is
+    still there, byte for byte, and no temporary file is left beside it."""
+    from conftest import REPO
+    from training.checkpoint import save_payload
+
+    last = save_payload({"step": 1, "w": torch.ones(10)}, tmp_path / "last.pt")
+    before = last.read_bytes()
+    code = ("import resource, signal, sys, torch\n"
+            "from training.checkpoint import save_payload\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))\n"
+            f"save_payload({{'step': 2, 'w': torch.zeros(1_000_000)}}, {str(last)!r})\n")  # 4 MB: fails midway
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode != 0 and "write_end_of_file" in result.stderr, result.stderr  # torch.save did fail
+    assert last.read_bytes() == before and torch.load(last)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
