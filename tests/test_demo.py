@@ -20,7 +20,7 @@ def _kanet(*args: str) -> subprocess.CompletedProcess:
 def test_demo_end_to_end_then_reuses_its_artifacts(tmp_path):
     assert DEFAULT_CHECKPOINT.is_file(), f"the project's checkpoint {DEFAULT_CHECKPOINT} is missing"
     out = tmp_path / "demo"
-    args = ("demo", "--out", str(out), "--max-side", "160", "--clip-frames", "6")
+    args = ("demo", "--out", str(out), "--max-side", "160", "--clip-frames", "6", "--cache", str(tmp_path / "cache"))
     first = _kanet(*args)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
 

@@ -10,7 +10,7 @@ from ._model import add_model_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from kanet.demo import DEFAULT_CHECKPOINT, SAMPLES
+    from kanet.demo import DEFAULT_CHECKPOINT, SAMPLES, DemoOptions
 
     parser.epilog = ("Steps: export (FP32 + FP16 ONNX) and engine build (TensorRT on a GPU machine, TensorRT-RTX "
                      "ahead of time elsewhere), parity against PyTorch, dehazing of the sample photographs and a "
@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-side", type=number(int, 1), metavar="PX",
                         help="shrink photographs to this long side first (default 480 on a CPU, full size on a GPU)")
     parser.add_argument("--clip-frames", type=number(int, 2), default=48, metavar="N", help="frames in the sample clip (default 48)")
+    parser.add_argument("--cache", type=path_option, default=str(DemoOptions.engine_cache), metavar="DIR",
+                        help="engine cache: the same ONNX and options reuse an engine built before "
+                             "(default: the project's engines/cache)")
     add_model_arguments(parser, model=None)  # the demo exports its own model
 
 
@@ -44,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     gpu = device != "cpu" and device_count() > 0
     opts = DemoOptions(out=Path(args.out), checkpoint=checkpoint, photos=photos,
                        max_side=args.max_side if args.max_side else (None if gpu else 480),
-                       clip_frames=args.clip_frames, backend=args.backend, device=device, half=args.half)
+                       clip_frames=args.clip_frames, backend=args.backend, device=device, half=args.half,
+                       engine_cache=Path(args.cache))
     with tqdm(desc="demo", unit="check") as bar:
         summary = run_demo(opts, bar)
     print(summary.read_text())
