@@ -105,7 +105,9 @@ def test_release_checkpoint_halves_the_file_and_keeps_the_output(model, tmp_path
     full = save_checkpoint(model, tmp_path / "full.pt", optimizer={"note": "training state"})
     effect = release_checkpoint(full, tmp_path / "release.pt", steps=3)
     assert effect["bytes"] < 0.55 * full.stat().st_size
-    assert 0 < effect["max_abs"] < 2e-2, effect
+    # weights/README.md: the FP16 rounding moves the output under a tenth of an 8-bit step (at most 3.9e-4,
+    # mean 6.2e-5, on the shipped checkpoint; this seeded model: 2.5e-4, mean 2.3e-5)
+    assert 0 < effect["max_abs"] <= 0.1 / 255 and effect["mean_abs"] <= 6.2e-5, effect
     payload = torch.load(tmp_path / "release.pt", weights_only=True)
     assert payload["release"] == {"steps": 3} and "optimizer" not in payload
     assert all(v.dtype in (torch.float16, torch.int64) for v in payload["model"].values())
