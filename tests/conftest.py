@@ -29,6 +29,28 @@ def _has_gpu() -> bool:
 HAS_GPU = _has_gpu()
 
 
+def _untracked_in_repository() -> set[str] | None:
+    """What git reports as new, changed or ignored in the checkout (Python's and pytest's caches aside);
+    None outside a git checkout."""
+    done = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=REPO,
+                          capture_output=True, text=True)
+    if done.returncode:
+        return None
+    return {line[3:] for line in done.stdout.splitlines()
+            if "__pycache__/" not in line and ".pytest_cache/" not in line and not line.endswith(".pyc")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def the_repository_stays_untouched():
+    """Tests write into temporary folders only: anything that appears in the checkout during the session
+    (an engine cache, a report, a default output folder) fails it."""
+    before = _untracked_in_repository()
+    yield
+    after = _untracked_in_repository()
+    if before is not None and after is not None:
+        assert sorted(after - before) == [], "tests wrote into the repository"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     skip = pytest.mark.skip(reason="needs an NVIDIA GPU; none is present on this machine")
     for item in items:

@@ -105,7 +105,9 @@ def test_release_checkpoint_halves_the_file_and_keeps_the_output(model, tmp_path
     full = save_checkpoint(model, tmp_path / "full.pt", optimizer={"note": "training state"})
     effect = release_checkpoint(full, tmp_path / "release.pt", steps=3)
     assert effect["bytes"] < 0.55 * full.stat().st_size
-    assert 0 < effect["max_abs"] < 2e-2, effect
+    # weights/README.md: the FP16 rounding moves the output under a tenth of an 8-bit step (at most 3.9e-4,
+    # mean 6.2e-5, on the shipped checkpoint; this seeded model: 2.5e-4, mean 2.3e-5)
+    assert 0 < effect["max_abs"] <= 0.1 / 255 and effect["mean_abs"] <= 6.2e-5, effect
     payload = torch.load(tmp_path / "release.pt", weights_only=True)
     assert payload["release"] == {"steps": 3} and "optimizer" not in payload
     assert all(v.dtype in (torch.float16, torch.int64) for v in payload["model"].values())
@@ -118,3 +120,22 @@ def test_release_checkpoint_halves_the_file_and_keeps_the_output(model, tmp_path
 def test_saved_checkpoint_is_readable_by_others(model, tmp_path):
     path = save_checkpoint(model, tmp_path / "shared.pt")
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_save_that_fails_midway_leaves_the_previous_checkpoint_intact(tmp_path):
+    """A file size limit (as a full disk) stops torch.save part-way through a new last.pt: the old one is
+    still there, byte for byte, and no temporary file is left beside it."""
+    from conftest import REPO
+    from training.checkpoint import save_payload
+
+    last = save_payload({"step": 1, "w": torch.ones(10)}, tmp_path / "last.pt")
+    before = last.read_bytes()
+    code = ("import resource, signal, sys, torch\n"
+            "from training.checkpoint import save_payload\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))\n"
+            f"save_payload({{'step': 2, 'w': torch.zeros(1_000_000)}}, {str(last)!r})\n")  # 4 MB: fails midway
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode != 0 and "write_end_of_file" in result.stderr, result.stderr  # torch.save did fail
+    assert last.read_bytes() == before and torch.load(last)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

@@ -15,10 +15,9 @@ import torch
 from conftest import HAS_GPU, REPO, SAMPLES, SMALL
 from export import ExportError
 from export.engine import BuildOptions, import_tensorrt
-from export.parity import Thresholds, compare, frame_cases, run_parity
 from export.onnx_export import attention_report
+from export.parity import Thresholds, check, compare, frame_cases, run_parity
 from export.pipeline import engine_from_onnx, export_checkpoint
-from export.wrappers import FrameIO
 from runtime.manifest import incompatibility, read_manifest, sha256_file
 
 def _graph(path: Path) -> onnx.ModelProto:
@@ -60,13 +59,21 @@ def test_export_prints_a_short_summary_and_keeps_the_details_in_export_json(chec
     assert len(json.loads((out / "export.json").read_text())["fp32_nodes"]) == len(summary["fp32_nodes"])
 
 
+def frames_reference(model, frames: np.ndarray) -> np.ndarray:
+    """The frame conversion written out in numpy, independent of FrameIO: BGR uint8 -> RGB in [-1, 1], NCHW ->
+    model.dehaze -> x 255, rounded -> BGR uint8, NHWC."""
+    rgb = np.ascontiguousarray(frames[..., ::-1].transpose(0, 3, 1, 2)).astype(np.float32) * (2 / 255) - 1
+    with torch.no_grad():
+        clean = model.dehaze(torch.from_numpy(rgb)).numpy()
+    return np.rint(np.clip(clean, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)[..., ::-1]
+
+
 @pytest.mark.parametrize("shape", [(1, 64, 80), (2, 50, 77), (1, 100, 47), (3, 33, 65)])
 def test_fp32_frames_onnx_matches_pytorch(model, exported, shape):
     frames = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
     session = ort.InferenceSession(str(exported["dir"] / "kanet_fp32.onnx"), providers=["CPUExecutionProvider"])
     out = session.run(None, {"frames": frames})[0]
-    with torch.no_grad():
-        ref = FrameIO(model).eval()(torch.from_numpy(frames)).numpy()
+    ref = frames_reference(model, frames)
     assert out.shape == frames.shape and out.dtype == np.uint8
     assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
 
@@ -161,6 +168,44 @@ def test_parity_flags_a_model_that_differs(model, exported):
     other = type(model)(rff_seed=123).eval()  # different weights: must fail FP32 parity
     report = run_parity(other, {"fp32": (exported["dir"] / "kanet_fp32.onnx", "fp32")}, cases, Thresholds())
     assert not report["passed"]
+
+
+def _metrics(**changes) -> dict:
+    return {"nonfinite": 0, "max_abs": 0.0, "psnr_db": 60.0, "within_1_step": 1.0, "within_2_steps": 1.0, **changes}
+
+
+@pytest.mark.parametrize("precision, io, metrics, failed", [
+    ("fp16", "frames", _metrics(psnr_db=45.0), False),           # the documented limits themselves pass
+    ("fp16", "frames", _metrics(psnr_db=44.0), "PSNR 44.0 dB < 45.0 dB"),
+    ("fp16", "frames", _metrics(within_2_steps=0.99), False),
+    ("fp16", "frames", _metrics(within_2_steps=0.9899), "within 2 steps < 99%"),
+    ("fp32", "frames", _metrics(within_1_step=0.9999), "within 1 step < 100%"),  # frame I/O: every value 1 step
+    ("fp32", "frames", _metrics(max_abs=2 / 255), False),        # |diff| on [0, 1] is for tensor I/O only
+    ("fp32", "tensor", _metrics(max_abs=1.01e-4), "max |diff| 1.01e-04 > 1e-04"),
+    ("fp32", "tensor", _metrics(max_abs=1e-4), False),
+    ("fp16", "frames", _metrics(nonfinite=1), "1 NaN/Inf values"),
+])
+def test_parity_thresholds_are_the_documented_numbers(precision, io, metrics, failed):
+    """README: FP32 max |diff| <= 1e-4 on [0, 1] tensors and every 8-bit value within 1 step; FP16 PSNR >= 45 dB,
+    >= 99% of 8-bit values within 2 steps, no NaN/Inf. Just past a limit fails, at it passes."""
+    failures = check(metrics, precision, io, Thresholds())
+    assert (any(failed in f for f in failures) if failed else failures == []), failures
+
+
+def test_cli_parity_exits_1_when_the_export_dir_fails_its_thresholds(model, exported, tmp_path, capsys):
+    """Models of other weights, checked with --export-dir: the FP32 frame-I/O model fails its 1-step threshold
+    and the command says FAILED with exit status 1 (not 0, not 2)."""
+    from kanet.cli import main
+    from training import save_checkpoint
+
+    other = save_checkpoint(type(model)(rff_seed=123).eval(), tmp_path / "other.pt")
+    report = tmp_path / "parity.json"
+    code = main(["parity", str(other), "--export-dir", str(exported["dir"]), "--photos", "", "--report", str(report)])
+    out = capsys.readouterr().out
+    assert code == 1 and "FAILED" in out.splitlines()[-1], out
+    rows = json.loads(report.read_text())["results"]
+    fp32 = [r for r in rows if r["candidate"] == "kanet_fp32"]
+    assert fp32 and all(r["io"] == "frames" and any("within 1 step" in f for f in r["failures"]) for r in fp32)
 
 
 def test_compare_metrics():
