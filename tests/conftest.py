@@ -56,6 +56,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords and not HAS_GPU:
             item.add_marker(skip)
+    # OpenVINO's tests run last. A test process that had compared OpenVINO with PyTorch in-process
+    # (test_openvino.py parity) segfaulted later when test_trainer.py sent it a real SIGINT during training;
+    # each passes on its own. Not yet understood (issue 19); the order keeps the other tests meaningful.
+    items.sort(key=lambda item: item.path.name == "test_openvino.py")
 
 
 def randomise_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
@@ -146,3 +150,4 @@ def tensor_onnx(checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tensor")
     export_checkpoint(checkpoint, out, io="tensor", engine=False)
     return out / "kanet_fp32.onnx"
+
