@@ -56,10 +56,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords and not HAS_GPU:
             item.add_marker(skip)
-    # OpenVINO's tests run last. A test process that had compared OpenVINO with PyTorch in-process
-    # (test_openvino.py parity) segfaulted later when test_trainer.py sent it a real SIGINT during training;
-    # each passes on its own. Not yet understood (issue 19); the order keeps the other tests meaningful.
-    items.sort(key=lambda item: item.path.name == "test_openvino.py")
 
 
 def randomise_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
