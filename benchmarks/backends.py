@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from export.wrappers import FrameIO
+from runtime.backend import Timings
 from runtime.openvino_backend import OpenVinoOptions
 from training import KANet
 
@@ -26,15 +27,16 @@ from . import memory
 from .names import TORCH_AUTOCAST, TORCH_COMPILE
 
 
-
-class Backend(abc.ABC):
+class BenchBackend(abc.ABC):
+    """One contender of a side-by-side benchmark: the runtime's back-ends through `runtime.Dehazer`, and the
+    PyTorch configurations they are measured against."""
     name: str
     precision: str
     includes: str  # what one timing covers, in words
 
     @abc.abstractmethod
-    def infer_timed(self, frames: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        """(dehazed frames, {"compute_ms", "total_ms"} plus "h2d_ms" / "d2h_ms" where copies happen)."""
+    def infer_timed(self, frames: np.ndarray) -> tuple[np.ndarray, Timings]:
+        """(dehazed frames, milliseconds per stage; no copy times where none happen)."""
 
     @abc.abstractmethod
     def memory(self, frames: np.ndarray) -> dict:
@@ -47,7 +49,7 @@ class Backend(abc.ABC):
         """Release what the backend holds (sessions, engines); PyTorch modules need nothing."""
 
 
-class TorchBackend(Backend):
+class TorchBackend(BenchBackend):
     """PyTorch on the frame wrapper: eager FP32, autocast (+ channels_last), or torch.compile of autocast.
 
     Autocast is FP16 on a GPU and bfloat16 on CPU (CPU autocast's reduced type; FP16 CPU
@@ -78,14 +80,14 @@ class TorchBackend(Backend):
             stack.enter_context(torch.autocast(self.device.type, dtype=self.autocast_dtype))
         return stack
 
-    def infer_timed(self, frames: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    def infer_timed(self, frames: np.ndarray) -> tuple[np.ndarray, Timings]:
         host = torch.from_numpy(frames)
         if self.device.type != "cuda":
             start = time.perf_counter()
             with self._context():
                 out = self.module(host).numpy()
             total = (time.perf_counter() - start) * 1e3
-            return out, {"compute_ms": total, "total_ms": total}
+            return out, Timings(compute_ms=total, total_ms=total)
         events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
         events[0].record()
         x = host.to(self.device)
@@ -96,8 +98,8 @@ class TorchBackend(Backend):
         out = y.cpu().numpy()
         events[3].record()
         events[3].synchronize()
-        return out, {"h2d_ms": events[0].elapsed_time(events[1]), "compute_ms": events[1].elapsed_time(events[2]),
-                     "d2h_ms": events[2].elapsed_time(events[3]), "total_ms": events[0].elapsed_time(events[3])}
+        return out, Timings(h2d_ms=events[0].elapsed_time(events[1]), compute_ms=events[1].elapsed_time(events[2]),
+                            d2h_ms=events[2].elapsed_time(events[3]), total_ms=events[0].elapsed_time(events[3]))
 
     def memory(self, frames: np.ndarray) -> dict:
         if self.device.type != "cuda":
@@ -110,7 +112,7 @@ class TorchBackend(Backend):
         return result
 
 
-class RuntimeBackend(Backend):
+class RuntimeBackend(BenchBackend):
     """The project's torch-free runtime (`runtime.Dehazer`) on an ONNX model or an engine; OpenVINO always on the
     CPU (its memory is then host memory, also on a GPU machine)."""
 
@@ -127,9 +129,8 @@ class RuntimeBackend(Backend):
         self.includes = (f"uint8 host frames -> runtime.Dehazer ({self.dehazer.backend}, {model_path.name}) "
                          "-> uint8 host frames")
 
-    def infer_timed(self, frames: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        out, split = self.dehazer.infer_timed(frames)
-        return out, {key: float(value) for key, value in split.items()}
+    def infer_timed(self, frames: np.ndarray) -> tuple[np.ndarray, Timings]:
+        return self.dehazer.infer_timed(frames)
 
     def memory(self, frames: np.ndarray) -> dict:
         if self.device.type != "cuda":

@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
-from .backends import Backend
+from runtime.backend import Timings
+
+from .backends import BenchBackend
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
 
-def _checked(backend: Backend, frames: np.ndarray) -> float:
+def _checked(backend: BenchBackend, frames: np.ndarray) -> float:
     """One call; its wall time in ms. Raises if the output is not frames of the input's shape."""
     start = time.perf_counter()
     out, _ = backend.infer_timed(frames)
@@ -74,13 +76,13 @@ def rounds_for(estimate_ms: float, settings: Settings) -> int:
     return max(settings.min_iterations, min(settings.iterations, fit))
 
 
-def measure_shape(backends: list[Backend], shape: Shape, settings: Settings, flops_per_batch: int | None = None,
+def measure_shape(backends: list[BenchBackend], shape: Shape, settings: Settings, flops_per_batch: int | None = None,
                   progress: bool = True) -> list[dict]:
     """One result row per backend at `shape` (an "error" row for a backend that failed)."""
     frames = np.random.default_rng(settings.seed).integers(0, 256, (shape.batch, shape.height, shape.width, 3),
                                                            dtype=np.uint8)
     rows: dict[str, dict] = {}
-    live: list[Backend] = []
+    live: list[BenchBackend] = []
     last_ms: dict[str, float] = {}
     for backend in tqdm(backends, desc=f"{shape.label} setup", unit="backend", disable=not progress, leave=False):
         base = {"backend": backend.name, "precision": backend.precision, **asdict(shape)}
@@ -104,7 +106,7 @@ def measure_shape(backends: list[Backend], shape: Shape, settings: Settings, flo
 
     rounds = rounds_for(estimate, settings) if live else 0
     samples: dict[str, list[float]] = {b.name: [] for b in live}
-    splits: dict[str, list[dict]] = {b.name: [] for b in live}
+    splits: dict[str, list[Timings]] = {b.name: [] for b in live}
     with tqdm(total=rounds * len(live), desc=f"{shape.label} timing", unit="call", disable=not progress,
               leave=False) as bar:
         for i in range(rounds):
@@ -117,7 +119,8 @@ def measure_shape(backends: list[Backend], shape: Shape, settings: Settings, flo
 
     for backend in live:
         stats = latency_stats(samples[backend.name])
-        split = {key: float(np.median([s[key] for s in splits[backend.name]])) for key in splits[backend.name][0]}
+        stages = [asdict(s) for s in splits[backend.name]]
+        split = {key: float(np.median([s[key] for s in stages])) for key in stages[0]}
         row = rows[backend.name]
         row.update({
             "warmup": settings.warmup, "iterations": rounds,

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from export.cache import bench_dir, user_cache_dir
 from export.engine import BuildOptions, Profile
 from export.pipeline import export_checkpoint
+from runtime.artifacts import ExportFolder
 from runtime.openvino_backend import OpenVinoOptions
 from training import KANet, load_checkpoint, save_checkpoint
 
@@ -91,13 +92,14 @@ def prepare_models(config: BenchConfig, want_onnx: bool, want_engine: bool) -> M
         options = engine_options(config.shapes)
         key = _state_key(model, repr(options) if want_engine else "onnx only")
         export_dir = bench_dir(user_cache_dir(config.cache_dir)) / key[:16]
-        ready = (export_dir / "export.json").is_file() and (not want_engine or (export_dir / "kanet_fp16.plan").is_file())
+        folder = ExportFolder(export_dir)
+        ready = folder.record.is_file() and (not want_engine or folder.engine("fp16").is_file())
         if not ready:
             with tempfile.TemporaryDirectory() as tmp:
                 checkpoint = config.checkpoint or save_checkpoint(model, Path(tmp) / "kanet_random_seed0.pt")
                 export_checkpoint(checkpoint, export_dir, options=options, cache_dir=config.cache_dir,
                                   engine=want_engine)
-    manifest_file = export_dir / "kanet_fp16.json" if export_dir else None
+    manifest_file = ExportFolder(export_dir).engine("fp16").with_suffix(".json") if export_dir else None
     manifest = json.loads(manifest_file.read_text()) if manifest_file and manifest_file.is_file() else None
     return Models(model, weights, export_dir, manifest)
 
@@ -132,19 +134,19 @@ def plan_backends(config: BenchConfig) -> tuple[list[str], dict[str, str]]:
     return wanted, skipped
 
 
-def make_backends(names: list[str], models: Models, device: torch.device, skipped: dict[str, str]) -> list[bk.Backend]:
-    files = {nm.ORT: ("kanet_fp32.onnx", "onnxruntime"), nm.ORT_FP16: ("kanet_fp16.onnx", "onnxruntime"),
-             nm.OPENVINO: ("kanet_fp32.onnx", "openvino"), nm.OPENVINO_BF16: ("kanet_fp32.onnx", "openvino"),
-             nm.TENSORRT: ("kanet_fp16.plan", "tensorrt")}
-    made: list[bk.Backend] = []
+def make_backends(names: list[str], models: Models, device: torch.device, skipped: dict[str, str]) -> list[bk.BenchBackend]:
+    folder = ExportFolder(models.export_dir or Path())  # no export folder: every runtime back-end is skipped
+    files = {nm.ORT: (folder.fp32_onnx, "onnxruntime"), nm.ORT_FP16: (folder.fp16_onnx, "onnxruntime"),
+             nm.OPENVINO: (folder.fp32_onnx, "openvino"), nm.OPENVINO_BF16: (folder.fp32_onnx, "openvino"),
+             nm.TENSORRT: (folder.engine("fp16"), "tensorrt")}
+    made: list[bk.BenchBackend] = []
     for name in names:
         if name.startswith("torch-"):
             made.append(bk.TorchBackend(name, models.model, device))
             continue
-        filename, runtime_backend = files[name]
-        path = models.export_dir / filename if models.export_dir else None
-        if path is None or not path.is_file():
-            skipped[name] = f"no {filename} in the export folder {models.export_dir}"
+        path, runtime_backend = files[name]
+        if models.export_dir is None or not path.is_file():
+            skipped[name] = f"no {path.name} in the export folder {models.export_dir}"
             continue
         try:
             openvino = OpenVinoOptions("bf16" if name == nm.OPENVINO_BF16 else "fp32") \
@@ -198,7 +200,7 @@ def profile_targets(doc: dict, models: Models, which: str) -> dict:
             continue
         height, width = (int(v) for v in target["id"].rsplit("_", 1)[1].split("x"))
         frames = np.random.default_rng(0).integers(0, 256, (1, height, width, 3), dtype=np.uint8)
-        found[target["id"]] = {"onnxruntime": profiling.onnxruntime_ops(models.export_dir / "kanet_fp32.onnx", frames),
+        found[target["id"]] = {"onnxruntime": profiling.onnxruntime_ops(ExportFolder(models.export_dir).fp32_onnx, frames),
                                "torch_eager": profiling.torch_ops(models.model, frames)}
     return found
 
@@ -226,7 +228,7 @@ def run_suite(config: BenchConfig, workdir: Path) -> dict:
     return doc
 
 
-def _measure(config: BenchConfig, models: Models, live: list[bk.Backend], skipped: dict[str, str]) -> dict:
+def _measure(config: BenchConfig, models: Models, live: list[bk.BenchBackend], skipped: dict[str, str]) -> dict:
     machine = system.describe(config.device)  # before the run: load average, start time
     flops = {s.label: count_flops(s.batch, s.height, s.width) for s in config.shapes}
     results: list[dict] = []

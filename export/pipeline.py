@@ -8,6 +8,7 @@ from pathlib import Path
 
 import onnx
 
+from runtime.artifacts import ExportFolder
 from runtime.manifest import manifest_path, sha256_file
 from training import CheckpointError, load_checkpoint
 
@@ -27,7 +28,7 @@ def engine_from_onnx(onnx_path: Path, out_dir: Path, options: BuildOptions, cach
         raise ExportError(f"{onnx_path}: holds com.microsoft.MultiHeadAttention, the ONNX Runtime form, which "
                           "TensorRT cannot parse; build from kanet_fp16.onnx, or from kanet_fp32_tensorrt.onnx "
                           "(written by `kanet export --precision fp32`)")
-    target = out_dir / f"kanet_{precision}.plan"
+    target = ExportFolder(out_dir).engine(precision)
     engines = engines_dir(user_cache_dir(cache_dir))
     hit, key = cached_engine(engines, onnx_path, options)
     if hit is None:
@@ -59,14 +60,15 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, io: str = "fr
     except CheckpointError as exc:
         raise ExportError(str(exc)) from None
     out_dir.mkdir(parents=True, exist_ok=True)
-    fp32_path, fp16_path = out_dir / "kanet_fp32.onnx", out_dir / "kanet_fp16.onnx"
+    folder = ExportFolder(out_dir)
+    fp32_path, fp16_path = folder.fp32_onnx, folder.fp16_onnx
     summary = {"checkpoint": {"path": str(checkpoint), "sha256": sha256_file(checkpoint)}}
     # ONNX Runtime gets fused MultiHeadAttention; engines are built from the MatMul-chain form that
     # TensorRT fuses (it cannot parse com.microsoft ops), kept only when an FP32 engine needs it.
     summary["onnx_fp32"] = export_onnx(model, fp32_path, io=io, opset=opset, simplify=simplify)
     with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
         keep_chain = engine and precision == "fp32"
-        chain_path = out_dir / "kanet_fp32_tensorrt.onnx" if keep_chain else Path(scratch) / "chain.onnx"
+        chain_path = folder.tensorrt_onnx if keep_chain else Path(scratch) / "chain.onnx"
         chain = export_onnx(model, chain_path, io=io, opset=opset, simplify=simplify, attention="matmul")
         if keep_chain:
             summary["onnx_fp32_tensorrt"] = chain
@@ -79,5 +81,5 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, io: str = "fr
             kept = sorted(fp16["fp32_nodes"]) if precision == "fp16" else []
             summary["engine"] = engine_from_onnx(source, out_dir, options, cache_dir, precision, kept,
                                                  summary["checkpoint"]["sha256"])
-    (out_dir / "export.json").write_text(json.dumps(summary, indent=2))
+    folder.record.write_text(json.dumps(summary, indent=2))
     return summary

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -19,12 +20,16 @@ import numpy as np
 from benchmarks.dcp import dehaze_dcp
 from benchmarks.evaluate import evaluate, list_images, markdown_table
 from benchmarks.video import write_clip
+from runtime.artifacts import ExportFolder
 from runtime.cuda import device_count
 from runtime.imagefile import read_image, write_image
 from runtime.manifest import sha256_file
 from runtime.openvino_backend import OpenVinoOptions
 
 from .bundled import DEFAULT_CHECKPOINT, SAMPLES
+
+if TYPE_CHECKING:  # export.parity imports torch: only when parity runs
+    from export.parity import Comparison, ParityReport
 
 METHODS = ("hazy input", "dark channel prior", "KA-Net")
 
@@ -63,11 +68,12 @@ def export_step(opts: DemoOptions, log: DemoLog) -> dict:
     from export.pipeline import export_checkpoint
 
     out = opts.out / "export"
-    summary_path = out / "export.json"
+    summary_path = ExportFolder(out).record
     sha = sha256_file(opts.checkpoint)
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
-        files = [out / "kanet_fp32.onnx", out / "kanet_fp16.onnx", out / "kanet_fp16.plan"]
+        folder = ExportFolder(out)
+        files = [folder.fp32_onnx, folder.fp16_onnx, folder.engine("fp16")]
         if summary["checkpoint"]["sha256"] == sha and all(f.is_file() for f in files):
             log.notes["export"] = "reused (same checkpoint)"
             return summary
@@ -81,27 +87,26 @@ def export_step(opts: DemoOptions, log: DemoLog) -> dict:
     return summary
 
 
-def parity_step(opts: DemoOptions, summary: dict, log: DemoLog, progress) -> dict:
+def parity_step(opts: DemoOptions, summary: dict, log: DemoLog, progress) -> ParityReport:
     """PyTorch FP32 vs the FP32 and FP16 ONNX (and the engine where a GPU runs it)."""
-    from export.parity import frame_cases, run_parity, write_report
+    from export.parity import ParityReport, frame_cases, run_parity, write_report
     from training import load_checkpoint
 
     path = opts.out / "parity.json"
     if path.is_file() and log.notes.get("export", "").startswith("reused"):
-        report = json.loads(path.read_text())
-        if report.get("checkpoint_sha256") == summary["checkpoint"]["sha256"]:
+        report = ParityReport.from_json(json.loads(path.read_text()))
+        if report.checkpoint_sha256 == summary["checkpoint"]["sha256"]:
             log.notes["parity"] = "reused (same checkpoint)"
             return report
-    export_dir = opts.out / "export"
-    candidates = {"fp32_onnx": (export_dir / "kanet_fp32.onnx", "fp32"),
-                  "fp16_onnx": (export_dir / "kanet_fp16.onnx", "fp16")}
+    folder = ExportFolder(opts.out / "export")
+    candidates = {"fp32_onnx": (folder.fp32_onnx, "fp32"), "fp16_onnx": (folder.fp16_onnx, "fp16")}
     if opts.device != "cpu" and device_count():
-        candidates["fp16_engine"] = (export_dir / "kanet_fp16.plan", "fp16")
+        candidates["fp16_engine"] = (folder.engine("fp16"), "fp16")
     cases = frame_cases(sizes=((1, 96, 128),), photos=opts.photos)
     progress.reset(total=len(cases) * len(candidates))
     report = log.timed("parity", run_parity, load_checkpoint(opts.checkpoint), candidates, cases, progress=progress,
                        device=opts.device)
-    report["checkpoint_sha256"] = summary["checkpoint"]["sha256"]
+    report.checkpoint_sha256 = summary["checkpoint"]["sha256"]
     write_report(report, path)
     return report
 
@@ -162,13 +167,13 @@ def clip_step(opts: DemoOptions, dehazer, log: DemoLog) -> dict:
     return summary
 
 
-def write_summary(opts: DemoOptions, export: dict, parity: dict, quality, clip: dict, backend: str,
+def write_summary(opts: DemoOptions, export: dict, parity: ParityReport, quality, clip: dict, backend: str,
                   log: DemoLog) -> Path:
     engine = export["engine"]
-    worst = {}
-    for r in parity["results"]:
-        if r["candidate"] not in worst or r["psnr_db"] < worst[r["candidate"]]["psnr_db"]:
-            worst[r["candidate"]] = r
+    worst: dict[str, Comparison] = {}
+    for r in parity.results:
+        if r.candidate not in worst or r.metrics.psnr_db < worst[r.candidate].metrics.psnr_db:
+            worst[r.candidate] = r
     lines = [
         "# KA-Net demo", "",
         f"Checkpoint `{opts.checkpoint.name}` (sha256 {export['checkpoint']['sha256'][:12]}), "
@@ -180,14 +185,15 @@ def write_summary(opts: DemoOptions, export: dict, parity: dict, quality, clip: 
         f"{engine['engine']['bytes'] / 2**20:.0f} MiB, targets {', '.join(engine['targets']['compute_capabilities'])}, "
         f"profile {engine['profiles'][0]['min']} .. {engine['profiles'][0]['max']}; {log.notes.get('export', '')})",
         "", "## Parity against PyTorch FP32", "",
-        f"{'PASSED' if parity['passed'] else 'FAILED'} ({log.notes.get('parity', 'checked in this run')}); "
+        f"{'PASSED' if parity.passed else 'FAILED'} ({log.notes.get('parity', 'checked in this run')}); "
         "worst case per model:", "",
         "| model | case | max abs diff | PSNR dB | 8-bit values within 1 step | within 2 steps |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for name, r in worst.items():
-        lines.append(f"| {name} | {r['case']} | {r['max_abs']:.2e} | {r['psnr_db']:.1f} | "
-                     f"{r['within_1_step']:.4%} | {r['within_2_steps']:.4%} |")
+        m = r.metrics
+        lines.append(f"| {name} | {r.case} | {m.max_abs:.2e} | {m.psnr_db:.1f} | "
+                     f"{m.within_1_step:.4%} | {m.within_2_steps:.4%} |")
     lines += ["", markdown_table(quality, "Quality on the sample photographs").replace("## ", "## ", 1),
               "![contact sheet](contact_sheet.png)", "",
               "## Sample clip", "",

@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .artifacts import MIN_FRAME_SIZE, ExportFolder
+from .backend import Backend, Timings
 from .devices import gpu_index, parse_device
 from .errors import DehazeError
 from .frame_cost import oversize_warning
@@ -23,7 +25,6 @@ from .tiling import run_tiled
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino")
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
-TIMING_KEYS = ("h2d_ms", "compute_ms", "d2h_ms", "total_ms")
 log = logging.getLogger("runtime")
 
 
@@ -51,8 +52,9 @@ def resolve_model(path: Path, backend: str, device: str = "auto", half: bool = F
     (never with device 'cpu'), else the FP32 ONNX model; with `half` only the FP16 ones."""
     if not path.is_dir():
         return path
-    engines = [path / "kanet_fp16.plan"] + ([] if half else [path / "kanet_fp32.plan"])
-    onnx = [path / "kanet_fp16.onnx"] if half else [path / "kanet_fp32.onnx", path / "kanet_fp16.onnx"]
+    folder = ExportFolder(path)
+    engines = [folder.engine("fp16")] + ([] if half else [folder.engine("fp32")])
+    onnx = [folder.fp16_onnx] if half else [folder.fp32_onnx, folder.fp16_onnx]
     if backend == "tensorrt" or (backend == "auto" and device != "cpu" and any(e.is_file() for e in engines)
                                  and engine_unusable(gpu_index(device)) is None):
         candidates = engines
@@ -69,8 +71,8 @@ def _tile_size(tile, max_shape: tuple[int, int, int] | None) -> tuple[int, int] 
     if tile is None or tile is False or tile == 0:
         return None
     height, width = (tile, tile) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
-    if min(height, width) < 33:
-        raise DehazeError(f"tile {height}x{width}: tiles must be at least 33 x 33")
+    if min(height, width) < MIN_FRAME_SIZE:
+        raise DehazeError(f"tile {height}x{width}: tiles must be at least {MIN_FRAME_SIZE} x {MIN_FRAME_SIZE}")
     if max_shape and (height > max_shape[1] or width > max_shape[2]):
         raise DehazeError(f"tile {height}x{width} is larger than the engine profile allows "
                           f"({max_shape[1]}x{max_shape[2]})")
@@ -80,10 +82,10 @@ def _tile_size(tile, max_shape: tuple[int, int, int] | None) -> tuple[int, int] 
 class Dehazer:
     """Dehaze uint8 BGR frames with an engine (TensorRT / TensorRT-RTX) or an ONNX model (ONNX Runtime, OpenVINO)."""
 
-    def __init__(self, impl, tile=None, tile_overlap: int = 32, max_side: int | None = None) -> None:
+    def __init__(self, impl: Backend, tile=None, tile_overlap: int = 32, max_side: int | None = None) -> None:
         self._impl = impl
-        if max_side is not None and max_side < 33:
-            raise DehazeError(f"max side {max_side}: must be at least 33 (the smallest frame KA-Net takes)")
+        if max_side is not None and max_side < MIN_FRAME_SIZE:
+            raise DehazeError(f"max side {max_side}: must be at least {MIN_FRAME_SIZE} (the smallest frame KA-Net takes)")
         self._max_side = max_side
         self._tiling = not (tile is False or tile == 0)  # tiling off: frames over the profile are an error
         self._tile = _tile_size(tile, impl.max_shape)
@@ -147,8 +149,9 @@ class Dehazer:
                               "(a checkpoint is exported first: kanet export CKPT --out DIR)")
         if half and impl.precision != "fp16":
             impl.close()
+            folder = ExportFolder(path.parent)
             raise DehazeError(f"{path} is an {impl.precision.upper()} model and --half asks for FP16: give "
-                              "kanet_fp16.onnx, kanet_fp16.plan or their export folder")
+                              f"{folder.fp16_onnx.name}, {folder.engine('fp16').name} or their export folder")
         return cls(impl, tile, tile_overlap, max_side)
 
     @property
@@ -179,7 +182,7 @@ class Dehazer:
         out, _ = self._run(batch)
         return out[0] if single else out
 
-    def infer_timed(self, frames) -> tuple[np.ndarray, dict[str, float]]:
+    def infer_timed(self, frames) -> tuple[np.ndarray, Timings]:
         """Like calling the dehazer on numpy frames, plus milliseconds spent per stage (summed over tiles)."""
         batch, single = as_batch(frames)
         out, timings = self._run(batch)
@@ -197,31 +200,30 @@ class Dehazer:
                 out[i] = frame
         return out
 
-    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, Timings]:
         height, width = batch.shape[1:3]
         if self._max_side is None or max(height, width) <= self._max_side:
             return self._run_full(batch)
         small, timings = self._run_full(np.stack([fit_long_side(f, self._max_side) for f in batch]))
         return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) for f in small]), timings
 
-    def _run_full(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    def _run_full(self, batch: np.ndarray) -> tuple[np.ndarray, Timings]:
         if not self._size_warned:
             message = oversize_warning(*batch.shape[1:3], self.backend)
             if message:
                 self._size_warned = True
                 log.warning(message)
-        timings = dict.fromkeys(TIMING_KEYS, 0.0)
+        spent: list[Timings] = []
 
         def infer(chunk: np.ndarray) -> np.ndarray:
-            out, spent = self._fit(chunk)
-            for key in TIMING_KEYS:
-                timings[key] += spent[key]
+            out, timings = self._fit(chunk)
+            spent.append(timings)
             return out
 
         tile = self._tile_for(*batch.shape[1:3])
         max_batch = self.max_shape[0] if self.max_shape else None
         out = run_tiled(batch, tile, self._overlap, max_batch, infer) if tile else infer(batch)
-        return out, timings
+        return out, sum(spent, Timings())
 
     def _tile_for(self, height: int, width: int) -> tuple[int, int] | None:
         limit = self._tile or (self.max_shape[1:] if self.max_shape else None)
@@ -233,13 +235,13 @@ class Dehazer:
                               "or rebuild the engine with a larger --max")
         return limit
 
-    def _fit(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    def _fit(self, batch: np.ndarray) -> tuple[np.ndarray, Timings]:
         """Run batches within the profile: split large ones, pad small frames and batches, crop back."""
         n, height, width, _ = batch.shape
         min_n, min_h, min_w = self.min_shape
         max_n = self.max_shape[0] if self.max_shape else n
         pad_h, pad_w = max(0, min_h - height), max(0, min_w - width)
-        outputs, timings = [], dict.fromkeys(TIMING_KEYS, 0.0)
+        outputs, timings = [], Timings()
         for start in range(0, n, max_n):
             part = batch[start:start + max_n]
             count = len(part)
@@ -249,8 +251,7 @@ class Dehazer:
                 part = np.concatenate([part, np.repeat(part[-1:], min_n - count, axis=0)])
             out, spent = self._impl.run(np.ascontiguousarray(part))
             outputs.append(out[:count, :height, :width])
-            for key in TIMING_KEYS:
-                timings[key] += spent[key]
+            timings += spent
         return np.concatenate(outputs) if len(outputs) > 1 else outputs[0], timings
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from cuda.bindings import runtime as cudart
 
+from .backend import Timings
 from .cuda import DeviceArray, DeviceBuffer, PinnedBuffer, check, compute_capability, device_count
 from .device_frames import ALIGNMENT, device_frames, placement_problem
 from .errors import DehazeError
@@ -44,7 +45,7 @@ def _close_at_exit(backend: weakref.ref) -> None:
         backend().close()
 
 
-class EngineBackend:
+class EngineBackend:  # keeps runtime.backend.Backend
     def __init__(self, plan: Path, manifest: dict, device: int = 0, cuda_graphs: bool = True) -> None:
         """cuda_graphs=False: plain enqueues only (TensorRT-RTX's own capture off too), e.g. to compare."""
         trt, flavour = import_tensorrt()
@@ -200,7 +201,7 @@ class EngineBackend:
             warnings.warn(f"{self._cache_file}: runtime cache not saved ({exc})", stacklevel=3)
             self._cache_file = None
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, Timings]:
         """N x H x W x 3 uint8 through the engine; timings from CUDA events around each stage."""
         shape, nbytes = batch.shape, batch.nbytes
         with self._lock:
@@ -223,10 +224,10 @@ class EngineBackend:
             check(cudart.cudaEventRecord(e3, stream))
             check(cudart.cudaStreamSynchronize(stream))
             out = host_out.view(shape).copy()
-            timings = {"h2d_ms": check(cudart.cudaEventElapsedTime(e0, e1)),
-                       "compute_ms": check(cudart.cudaEventElapsedTime(e1, e2)),
-                       "d2h_ms": check(cudart.cudaEventElapsedTime(e2, e3)),
-                       "total_ms": check(cudart.cudaEventElapsedTime(e0, e3))}
+            timings = Timings(h2d_ms=check(cudart.cudaEventElapsedTime(e0, e1)),
+                              compute_ms=check(cudart.cudaEventElapsedTime(e1, e2)),
+                              d2h_ms=check(cudart.cudaEventElapsedTime(e2, e3)),
+                              total_ms=check(cudart.cudaEventElapsedTime(e0, e3)))
             self._first_run_of(key)
         return out, timings
 

@@ -1,13 +1,13 @@
 """A frame-I/O ONNX model on ONNX Runtime with the best provider installed: TensorRT EP, CUDA EP, then CPU."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
+from .backend import HostBackend
 from .errors import DehazeError
 
 PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -21,7 +21,7 @@ def onnx_precision(path: Path) -> str:
     return "fp16" if half else "fp32"
 
 
-class OnnxBackend:
+class OnnxBackend(HostBackend):
     def __init__(self, path: Path, device: int | None = 0) -> None:
         """device: the GPU for the GPU providers; None keeps to the CPU."""
         available = ort.get_available_providers()
@@ -41,17 +41,9 @@ class OnnxBackend:
         self._in, self._out = inp.name, out.name
         self.name = f"onnxruntime:{self._session.get_providers()[0]}"
         self.precision = onnx_precision(path)
-        self.min_shape = (1, 33, 33)  # the graph pads to a multiple of 16 and needs 33 x 33 at least
-        self.max_shape: tuple[int, int, int] | None = None
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        started = time.perf_counter()
-        out = self._session.run([self._out], {self._in: batch})[0]
-        compute = (time.perf_counter() - started) * 1e3
-        return out, {"h2d_ms": 0.0, "compute_ms": compute, "d2h_ms": 0.0, "total_ms": compute}
-
-    def run_device(self, frames):
-        raise DehazeError("frames in GPU memory need an engine (.plan) backend; ONNX Runtime takes numpy frames")
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._session.run([self._out], {self._in: batch})[0]
 
     def close(self) -> None:
         self._session = None

@@ -6,13 +6,13 @@ ONNX Runtime and OpenVINO run the same file.
 from __future__ import annotations
 
 import importlib
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
+from .backend import HostBackend
 from .errors import DehazeError
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # ours -> OpenVINO's INFERENCE_PRECISION_HINT
@@ -70,7 +70,7 @@ def backend_name(ov: ModuleType) -> str:
     return f"openvino {ov.__version__.split('-')[0]}:CPU"
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(HostBackend):
     def __init__(self, path: Path, options: OpenVinoOptions = OpenVinoOptions()) -> None:
         ov, self._compiled = compile_cpu(path, options)
         inp = self._compiled.input(0)
@@ -82,17 +82,9 @@ class OpenVinoBackend:
         self._request = self._compiled.create_infer_request()
         self.precision = runs_as(self._compiled)
         self.name = backend_name(ov)
-        self.min_shape = (1, 33, 33)  # the graph pads to a multiple of 16 and needs 33 x 33 at least
-        self.max_shape: tuple[int, int, int] | None = None
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        started = time.perf_counter()
-        out = self._request.infer({0: batch})[0]
-        compute = (time.perf_counter() - started) * 1e3
-        return out, {"h2d_ms": 0.0, "compute_ms": compute, "d2h_ms": 0.0, "total_ms": compute}
-
-    def run_device(self, frames):
-        raise DehazeError("frames in GPU memory need an engine (.plan) backend; OpenVINO takes numpy frames")
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._request.infer({0: batch})[0]
 
     def close(self) -> None:
         self._request = None

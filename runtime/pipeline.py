@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from .dehazer import TIMING_KEYS, Dehazer
+from .backend import Timings
+from .dehazer import Dehazer
 from .errors import DehazeError
 from .images import as_bgr8
 from .progress import progress
@@ -71,7 +72,7 @@ class Pipeline:
         self._interrupted = False
         self._written = [0] * len(sources)
         self._latencies: list[float] = []
-        self._batches: list[tuple[int, dict[str, float]]] = []
+        self._batches: list[tuple[int, Timings]] = []
         self.summary: dict | None = None  # set when run() ends, however it ends
 
     # -- plumbing --------------------------------------------------------------------------
@@ -250,7 +251,7 @@ class Pipeline:
         frames_out = sum(self._written)
         undecodable = sum(r["undecodable"] for r in reports)
         batched = sum(n for n, _ in self._batches)
-        per_stage = {key: round(sum(t[key] for _, t in self._batches) / max(batched, 1), 3) for key in TIMING_KEYS}
+        per_stage = sum((t for _, t in self._batches), Timings()).per(batched).to_json()
         return {
             "backend": self._dehazer.backend,
             "precision": self._dehazer.precision,

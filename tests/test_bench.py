@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.backends import Backend, TorchBackend
+from benchmarks.backends import BenchBackend, TorchBackend
 from benchmarks.flops import count_flops
 from benchmarks.harness import Settings, Shape, measure_shape, rounds_for
 from benchmarks.report import compare, load_results
@@ -164,7 +164,7 @@ def test_profiles_rank_op_types(model, export_dir):
     assert "Conv" in {o["op"] for o in ort_ops} and "aten::mkldnn_convolution" in {o["op"] for o in torch_ops}
 
 
-class _Failing(Backend):
+class _Failing(BenchBackend):
     name, precision, includes = "failing", "fp32", "raises on every call"
 
     def infer_timed(self, frames):

@@ -16,7 +16,7 @@ from conftest import HAS_GPU, REPO, SAMPLES, SMALL
 from export import ExportError
 from export.engine import BuildOptions, import_tensorrt
 from export.onnx_export import attention_report
-from export.parity import Thresholds, check, compare, frame_cases, run_parity
+from export.parity import Metrics, ParityReport, Thresholds, compare, failed_thresholds, frame_cases, run_parity
 from export.pipeline import engine_from_onnx, export_checkpoint
 from runtime.manifest import incompatibility, read_manifest, sha256_file
 
@@ -159,19 +159,20 @@ def test_parity_passes_fp32_and_fp16_on_random_and_real_frames(model, exported):
     assert sum(name.startswith("photo_") for name, _ in cases) == 7
     candidates = {"fp32": (exported["dir"] / "kanet_fp32.onnx", "fp32"), "fp16": (exported["dir"] / "kanet_fp16.onnx", "fp16")}
     report = run_parity(model, candidates, cases)
-    assert report["passed"], [r for r in report["results"] if r["failures"]]
-    assert {r["candidate"] for r in report["results"]} == {"fp32", "fp16"}
+    assert report.passed, [r for r in report.results if r.failures]
+    assert {r.candidate for r in report.results} == {"fp32", "fp16"}
 
 
 def test_parity_flags_a_model_that_differs(model, exported):
     cases = frame_cases(sizes=((1, 64, 64),))
     other = type(model)(rff_seed=123).eval()  # different weights: must fail FP32 parity
     report = run_parity(other, {"fp32": (exported["dir"] / "kanet_fp32.onnx", "fp32")}, cases, Thresholds())
-    assert not report["passed"]
+    assert not report.passed
 
 
-def _metrics(**changes) -> dict:
-    return {"nonfinite": 0, "max_abs": 0.0, "psnr_db": 60.0, "within_1_step": 1.0, "within_2_steps": 1.0, **changes}
+def _metrics(**changes) -> Metrics:
+    return Metrics(**{"nonfinite": 0, "max_abs": 0.0, "mean_abs": 0.0, "psnr_db": 60.0, "within_1_step": 1.0,
+                      "within_2_steps": 1.0, **changes})
 
 
 @pytest.mark.parametrize("precision, io, metrics, failed", [
@@ -188,7 +189,7 @@ def _metrics(**changes) -> dict:
 def test_parity_thresholds_are_the_documented_numbers(precision, io, metrics, failed):
     """README: FP32 max |diff| <= 1e-4 on [0, 1] tensors and every 8-bit value within 1 step; FP16 PSNR >= 45 dB,
     >= 99% of 8-bit values within 2 steps, no NaN/Inf. Just past a limit fails, at it passes."""
-    failures = check(metrics, precision, io, Thresholds())
+    failures = failed_thresholds(metrics, precision, io, Thresholds())
     assert (any(failed in f for f in failures) if failed else failures == []), failures
 
 
@@ -213,8 +214,8 @@ def test_compare_metrics():
     b = a.copy()
     b[0, 0, 0, 0] = 3
     m = compare(a, b)
-    assert m["max_abs"] == pytest.approx(3 / 255) and m["within_1_step"] == pytest.approx(47 / 48)
-    assert compare(a.astype(np.float32), np.full(a.shape, np.nan, np.float32))["nonfinite"] == a.size
+    assert m.max_abs == pytest.approx(3 / 255) and m.within_1_step == pytest.approx(47 / 48)
+    assert compare(a.astype(np.float32), np.full(a.shape, np.nan, np.float32)).nonfinite == a.size
 
 
 def _kanet(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -226,8 +227,8 @@ def test_cli_parity_on_export_dir_from_an_empty_folder(checkpoint, exported, tmp
     result = _kanet("parity", str(checkpoint), "--export-dir", str(exported["dir"]), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASSED" in result.stdout
-    report = json.loads((tmp_path / "parity.json").read_text())
-    assert report["passed"] and len({r["case"] for r in report["results"] if r["case"].startswith("photo_")}) == 7
+    report = ParityReport.from_json(json.loads((tmp_path / "parity.json").read_text()))
+    assert report.passed and len({r.case for r in report.results if r.case.startswith("photo_")}) == 7
 
 
 def test_cli_parity_takes_a_model_as_kanet_run_does(checkpoint, exported, tmp_path, capsys):
@@ -332,9 +333,9 @@ def test_parity_runs_the_engine_through_the_runtime(model, exported, tmp_path):
     manifest = engine_from_onnx(exported["dir"] / "kanet_fp16.onnx", tmp_path, options, tmp_path / "cache", "fp16", [])
     cases = frame_cases(sizes=((1, 96, 128), (2, 75, 101), (1, 200, 200)))
     report = run_parity(model, {"engine": (Path(manifest["engine"]["path"]), "fp16")}, cases)
-    assert report["passed"], report["results"]
-    assert [s["case"] for s in report["skipped"]] == ["random_1x200x200"]
-    assert len(report["results"]) == 2
+    assert report.passed, report.results
+    assert [s.case for s in report.skipped] == ["random_1x200x200"]
+    assert len(report.results) == 2
 
 
 @pytest.mark.gpu
@@ -367,7 +368,7 @@ def test_engine_runs_on_gpu_and_matches_onnx(exported, tmp_path):
     session = ort.InferenceSession(str(exported["dir"] / "kanet_fp32.onnx"), providers=["CPUExecutionProvider"])
     ref = session.run(None, {"frames": frames})[0]
     metrics = compare(ref, out)
-    assert metrics["nonfinite"] == 0 and metrics["psnr_db"] >= 45 and metrics["within_2_steps"] >= 0.99
+    assert metrics.nonfinite == 0 and metrics.psnr_db >= 45 and metrics.within_2_steps >= 0.99
 
 
 def test_fp32_engine_is_built_from_the_kept_chain_model(checkpoint, tmp_path):

@@ -59,18 +59,18 @@ def test_parity_gates_on_odd_sizes_and_batch_2(model, frame_onnx, tensor_onnx, p
     """FP32: <= 1e-4 on tensors, every 8-bit value within 1 step; BF16: >= 45 dB, >= 99% within 2 steps."""
     candidates = {"frames": (frame_onnx, precision)} | ({"tensor": (tensor_onnx, precision)} if precision == "fp32" else {})
     report = run_parity(model, candidates, frame_cases(sizes=ODD_SIZES), openvino=OpenVinoOptions(precision))
-    assert report["passed"], [r for r in report["results"] if r["failures"]]
+    assert report.passed, [r for r in report.results if r.failures]
     runs_as = "fp32" if precision == "fp32" else BF16_RUNS_AS
-    assert {(r["candidate"], r["io"], r["precision"], r["backend"]) for r in report["results"]} == \
+    assert {(r.candidate, r.io, r.precision, r.backend) for r in report.results} == \
         {(label, label, runs_as, f"openvino {ov.__version__.split('-')[0]}:CPU") for label in candidates}
-    assert {tuple(r["shape"][:3]) for r in report["results"]} == set(ODD_SIZES)
+    assert {tuple(r.shape[:3]) for r in report.results} == set(ODD_SIZES)
 
 
 def test_parity_flags_a_model_that_differs(model, frame_onnx):
     other = type(model)(rff_seed=123).eval()
     report = run_parity(other, {"frames": (frame_onnx, "fp32")}, frame_cases(sizes=((1, 64, 64),)),
                         openvino=OpenVinoOptions())
-    assert not report["passed"]
+    assert not report.passed
 
 
 def test_model_cache_skips_compiling_and_gives_the_same_output(frame_onnx, tmp_path):

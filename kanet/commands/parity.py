@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kanet.bundled import SAMPLES
 from kanet.cli import UserError, number, path_option
+from runtime.artifacts import ExportFolder
 
 from ._model import MODEL_HELP, add_device_argument, add_openvino_arguments, openvino_options
 
@@ -62,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
     for model in (resolve_model(Path(m), "openvino" if openvino else "auto", device) for m in args.model):
         (engines if model.suffix in ENGINE_SUFFIXES else paths).append(model)
     if args.export_dir:
-        paths += [Path(args.export_dir) / "kanet_fp32.onnx"]
-        paths += [] if openvino else [Path(args.export_dir) / "kanet_fp16.onnx"]
-        found = sorted(Path(args.export_dir).glob("kanet_*.plan"))
+        folder = ExportFolder(Path(args.export_dir))
+        paths += [folder.fp32_onnx] + ([] if openvino else [folder.fp16_onnx])
+        found = folder.engines()
         if found and not gpus:
             print(f"kanet parity: {', '.join(map(str, found))} not checked: running an engine needs an NVIDIA GPU"
                   f"{' (--device cpu)' if asked == 'cpu' else ''}")
@@ -95,13 +96,14 @@ def run(args: argparse.Namespace) -> int:
         close_candidates(runners)
     write_report(report, args.report)
     print(f"{'case':24s} {'model':16s} {'max|d|':>9s} {'mean|d|':>9s} {'PSNR':>7s} {'<=1':>8s} {'<=2':>8s}  result")
-    for r in report["results"]:
-        print(f"{r['case']:24s} {r['candidate']:16s} {r['max_abs']:9.2e} {r['mean_abs']:9.2e} {r['psnr_db']:7.1f} "
-              f"{r['within_1_step']:8.4%} {r['within_2_steps']:8.4%}  {'; '.join(r['failures']) or 'ok'}")
-    for s in report["skipped"]:
-        print(f"{s['case']:24s} {s['candidate']:16s} skipped: {s['reason']}")
-    if not report["results"]:  # not a failure of the models: nothing tested them
-        reasons = "; ".join(sorted({f"{s['candidate']}: {s['reason']}" for s in report["skipped"]}))
+    for r in report.results:
+        m = r.metrics
+        print(f"{r.case:24s} {r.candidate:16s} {m.max_abs:9.2e} {m.mean_abs:9.2e} {m.psnr_db:7.1f} "
+              f"{m.within_1_step:8.4%} {m.within_2_steps:8.4%}  {'; '.join(r.failures) or 'ok'}")
+    for s in report.skipped:
+        print(f"{s.case:24s} {s.candidate:16s} skipped: {s.reason}")
+    if not report.results:  # not a failure of the models: nothing tested them
+        reasons = "; ".join(sorted({f"{s.candidate}: {s.reason}" for s in report.skipped}))
         raise UserError(f"nothing compared: every case was skipped ({reasons}); report written to {args.report}")
-    print(f"{'PASSED' if report['passed'] else 'FAILED'}; report written to {args.report}")
-    return 0 if report["passed"] else 1
+    print(f"{'PASSED' if report.passed else 'FAILED'}; report written to {args.report}")
+    return 0 if report.passed else 1

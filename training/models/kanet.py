@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from runtime.artifacts import MIN_FRAME_SIZE
+
 from .bottleneck import CHANNELS, DehazeBlock
 from .decoder import TransformerDecoder
 from .encoder import TransformerEncoder
@@ -17,9 +19,6 @@ from .tail import ConvProjection, ReflectConvLayer
 # the ones the official tail was built to trim, so the network runs the way it
 # was trained. 16 is also what the official test script crops to.
 PAD_MULTIPLE = 16
-# The stride-32 intra-patch block reduces keys by 2 more, so the padded frame
-# must be at least 48 px: frames from 33 px up pad to that.
-MIN_FRAME_SIZE = 33
 
 
 def _init_transformer_weights(module: nn.Module) -> None:
