@@ -4,9 +4,8 @@ from __future__ import annotations
 import gc
 import hashlib
 import importlib.util
-import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from export.cache import bench_dir, user_cache_dir
 from export.engine import BuildOptions, Profile
 from export.pipeline import export_checkpoint
 from runtime.artifacts import ExportFolder
+from runtime.manifest import EngineManifest, read_manifest
 from runtime.openvino_backend import OpenVinoOptions
 from training import KANet, load_checkpoint, save_checkpoint
 
@@ -99,8 +99,8 @@ def prepare_models(config: BenchConfig, want_onnx: bool, want_engine: bool) -> M
                 checkpoint = config.checkpoint or save_checkpoint(model, Path(tmp) / "kanet_random_seed0.pt")
                 export_checkpoint(checkpoint, export_dir, options=options, cache_dir=config.cache_dir,
                                   engine=want_engine)
-    manifest_file = ExportFolder(export_dir).engine("fp16").with_suffix(".json") if export_dir else None
-    manifest = json.loads(manifest_file.read_text()) if manifest_file and manifest_file.is_file() else None
+    plan = ExportFolder(export_dir).engine("fp16") if export_dir else None
+    manifest = read_manifest(plan) if plan and plan.is_file() else None
     return Models(model, weights, export_dir, manifest)
 
 
@@ -157,12 +157,12 @@ def make_backends(names: list[str], models: Models, device: torch.device, skippe
     return made
 
 
-def engine_summary(manifest: dict | None) -> dict | None:
+def engine_summary(manifest: EngineManifest | None) -> dict | None:
     if manifest is None:
         return None
-    return {"path": manifest["engine"]["path"], "mib": round(manifest["engine"]["bytes"] / 2**20, 1),
-            "build_seconds": manifest["build_seconds"], "tensorrt": manifest["tensorrt"],
-            "targets": manifest["targets"]["compute_capabilities"], "profile": manifest["profiles"][0]}
+    return {"path": manifest.engine.path, "mib": round(manifest.engine.bytes / 2**20, 1),
+            "build_seconds": manifest.build_seconds, "tensorrt": asdict(manifest.tensorrt),
+            "targets": manifest.targets, "profile": asdict(manifest.profiles[0])}
 
 
 def best_batches(results: list[dict]) -> list[dict]:

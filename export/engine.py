@@ -18,9 +18,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 
+from runtime.artifacts import MIN_FRAME_SIZE
 from runtime.cuda import compute_capability, device_count
 from runtime.errors import DehazeError
-from runtime.manifest import manifest_path, read_manifest, sha256_file
+from runtime.manifest import (EngineFile, EngineManifest, FileRecord, ShapeProfile, TensorRTBuild, read_manifest,
+                              sha256_file)
 from runtime.trt import TensorRTMissing
 from runtime.trt import import_tensorrt as runtime_import_tensorrt
 from runtime.trt import rtx_unsupported
@@ -43,8 +45,8 @@ class Profile:
             if not self.min[i] <= self.opt[i] <= self.max[i]:
                 raise ExportError(f"profile {axis}: need min <= opt <= max, got "
                                   f"{self.min[i]} / {self.opt[i]} / {self.max[i]}")
-        if min(self.min[1:]) < 33:
-            raise ExportError(f"profile min {self.min}: frames must be at least 33 x 33")
+        if min(self.min[1:]) < MIN_FRAME_SIZE:
+            raise ExportError(f"profile min {self.min}: frames must be at least {MIN_FRAME_SIZE} x {MIN_FRAME_SIZE}")
 
 
 def import_tensorrt(prefer: str | None = None) -> tuple[ModuleType, str]:
@@ -146,7 +148,7 @@ def builder_config(trt: ModuleType, builder, options: BuildOptions, precision: s
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildOptions = BuildOptions(),
                  precision: str = "fp16", fp32_nodes: list[str] | None = None, checkpoint_sha256: str | None = None,
-                 prefer: str | None = None) -> dict:
+                 prefer: str | None = None) -> EngineManifest:
     """Build, write the plan and its manifest; return the manifest."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():
@@ -196,32 +198,23 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
     build_seconds = time.perf_counter() - started
 
     onnx_sha = sha256_file(onnx_path)
-    manifest = {
-        "format": "kanet-engine-manifest",
-        "version": 1,
-        "engine": {"path": str(engine_path), "sha256": sha256_file(engine_path), "bytes": engine_path.stat().st_size},
-        "checkpoint": {"sha256": checkpoint_sha256},
-        "onnx": {"path": str(onnx_path), "sha256": onnx_sha},
-        "cache_key": options.key(onnx_sha, flavour, trt.__version__, targets),
-        "precision": precision,
-        "fp32_nodes": fp32_nodes or [],
-        "layer_precisions": precisions,
-        "io": {
-            "input": {"name": tensor_in.name, "dtype": str(tensor_in.dtype).split(".")[-1],
+    manifest = EngineManifest(
+        engine=EngineFile(str(engine_path), sha256_file(engine_path), engine_path.stat().st_size),
+        tensorrt=TensorRTBuild(flavour, trt.__version__), precision=precision,
+        profiles=[ShapeProfile(list(prof.min), list(prof.opt), list(prof.max))],
+        onnx=FileRecord(str(onnx_path), onnx_sha), checkpoint_sha256=checkpoint_sha256,
+        cache_key=options.key(onnx_sha, flavour, trt.__version__, targets), targets=targets,
+        fp32_nodes=fp32_nodes or [], layer_precisions=precisions,
+        io={"input": {"name": tensor_in.name, "dtype": str(tensor_in.dtype).split(".")[-1],
                       "layout": "NHWC BGR" if frames_io else "NCHW RGB [-1, 1]"},
             "output": {"name": tensor_out.name, "dtype": str(tensor_out.dtype).split(".")[-1],
-                       "layout": "NHWC BGR" if frames_io else "NCHW RGB [0, 1]"},
-        },
-        "profiles": [{"min": list(prof.min), "opt": list(prof.opt), "max": list(prof.max), "axes": "batch,height,width"}],
-        "tensorrt": {"flavour": flavour, "version": trt.__version__},
-        "targets": {"compute_capabilities": targets},
-        "builder": {"workspace_gib": options.workspace_gib, "optimization_level": options.optimization_level,
-                    "strongly_typed": True, "cache_file": str(cache_file)},
-        "build_seconds": round(build_seconds, 2),
-        "host": {"name": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version()},
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    manifest_path(engine_path).write_text(json.dumps(manifest, indent=2))
+                       "layout": "NHWC BGR" if frames_io else "NCHW RGB [0, 1]"}},
+        builder={"workspace_gib": options.workspace_gib, "optimization_level": options.optimization_level,
+                 "strongly_typed": True, "cache_file": str(cache_file)},
+        build_seconds=round(build_seconds, 2),
+        host={"name": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version()},
+        built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    manifest.write(engine_path)
     return manifest
 
 
@@ -236,8 +229,8 @@ def cached_engine(cache_dir: str | Path, onnx_path: str | Path, options: BuildOp
             manifest = read_manifest(plan)
         except DehazeError:
             continue  # a damaged cache entry: built again
-        if manifest.get("cache_key") != key:
+        if manifest.cache_key != key:
             continue
-        if plan.is_file() and sha256_file(plan) == manifest["engine"]["sha256"]:
+        if plan.is_file() and sha256_file(plan) == manifest.engine.sha256:
             return plan, key
     return None, key

@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnx
 
 from runtime.artifacts import ExportFolder
-from runtime.manifest import manifest_path, sha256_file
+from runtime.manifest import EngineManifest, read_manifest, sha256_file
 from training import CheckpointError, load_checkpoint
 
 from .cache import engines_dir, user_cache_dir
@@ -19,8 +20,22 @@ from .fp16 import convert_fp16
 from .onnx_export import DEFAULT_OPSET, attention_report, export_onnx
 
 
+@dataclass
+class EngineBuild:
+    """An engine in an export folder, and whether it came from the user cache instead of a build."""
+    manifest: EngineManifest
+    reused_from_cache: bool
+
+    def to_json(self) -> dict:
+        return {**self.manifest.to_json(), "reused_from_cache": self.reused_from_cache}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> EngineBuild:
+        return cls(EngineManifest.from_json(doc), bool(doc.get("reused_from_cache")))
+
+
 def engine_from_onnx(onnx_path: Path, out_dir: Path, options: BuildOptions, cache_dir: str | Path | None,
-                     precision: str, fp32_nodes: list[str], checkpoint_sha256: str | None = None) -> dict:
+                     precision: str, fp32_nodes: list[str], checkpoint_sha256: str | None = None) -> EngineBuild:
     """The engine for onnx_path in out_dir: reused from the cache folder's engines/ (cache_dir None: the
     user's, export.cache) when inputs and options match."""
     options.profile.validate()
@@ -31,20 +46,16 @@ def engine_from_onnx(onnx_path: Path, out_dir: Path, options: BuildOptions, cach
     target = ExportFolder(out_dir).engine(precision)
     engines = engines_dir(user_cache_dir(cache_dir))
     hit, key = cached_engine(engines, onnx_path, options)
+    reused = hit is not None
     if hit is None:
         hit = engines / f"kanet_{precision}_{key[:16]}.plan"
         build_engine(onnx_path, hit, options, precision, fp32_nodes, checkpoint_sha256)
-        reused = False
-    else:
-        reused = True
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(hit, target)
-    manifest = json.loads(manifest_path(hit).read_text())
-    manifest["engine"]["path"] = str(target)
-    manifest["engine"]["cached_copy"] = str(hit)
-    manifest_path(target).write_text(json.dumps(manifest, indent=2))
-    manifest["reused_from_cache"] = reused
-    return manifest
+    manifest = read_manifest(hit)
+    manifest.engine = replace(manifest.engine, path=str(target), cached_copy=str(hit))
+    manifest.write(target)
+    return EngineBuild(manifest, reused)
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, io: str = "frames", precision: str = "fp16",
@@ -80,6 +91,6 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, io: str = "fr
             source = fp16_path if precision == "fp16" else chain_path
             kept = sorted(fp16["fp32_nodes"]) if precision == "fp16" else []
             summary["engine"] = engine_from_onnx(source, out_dir, options, cache_dir, precision, kept,
-                                                 summary["checkpoint"]["sha256"])
+                                                 summary["checkpoint"]["sha256"]).to_json()
     folder.record.write_text(json.dumps(summary, indent=2))
     return summary

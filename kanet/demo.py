@@ -65,7 +65,7 @@ class DemoLog:
 def export_step(opts: DemoOptions, log: DemoLog) -> dict:
     """Export + engine, reused when export.json was written from the same checkpoint."""
     from export.engine import RTX_TARGETS, BuildOptions
-    from export.pipeline import export_checkpoint
+    from export.pipeline import EngineBuild, export_checkpoint
 
     out = opts.out / "export"
     summary_path = ExportFolder(out).record
@@ -81,9 +81,9 @@ def export_step(opts: DemoOptions, log: DemoLog) -> dict:
     options = BuildOptions(compute_capabilities=RTX_TARGETS) if opts.cuda_unusable else BuildOptions()
     summary = log.timed("export + engine", export_checkpoint, opts.checkpoint, out, options=options,
                         cache_dir=opts.cache_dir)
-    engine = summary["engine"]
-    log.notes["export"] = ("engine reused from cache" if engine["reused_from_cache"]
-                           else f"engine built in {engine['build_seconds']} s")
+    build = EngineBuild.from_json(summary["engine"])
+    log.notes["export"] = ("engine reused from cache" if build.reused_from_cache
+                           else f"engine built in {build.manifest.build_seconds} s")
     return summary
 
 
@@ -169,7 +169,10 @@ def clip_step(opts: DemoOptions, dehazer, log: DemoLog) -> dict:
 
 def write_summary(opts: DemoOptions, export: dict, parity: ParityReport, quality, clip: dict, backend: str,
                   log: DemoLog) -> Path:
-    engine = export["engine"]
+    from export.pipeline import EngineBuild
+
+    engine = EngineBuild.from_json(export["engine"]).manifest
+    profile = engine.profiles[0]
     worst: dict[str, Comparison] = {}
     for r in parity.results:
         if r.candidate not in worst or r.metrics.psnr_db < worst[r.candidate].metrics.psnr_db:
@@ -181,9 +184,9 @@ def write_summary(opts: DemoOptions, export: dict, parity: ParityReport, quality
         "## Artifacts", "",
         f"- ONNX: `export/kanet_fp32.onnx`, `export/kanet_fp16.onnx` "
         f"({len(export['fp32_nodes'])} nodes kept FP32 in the FP16 graph)",
-        f"- Engine: `export/kanet_fp16.plan` ({engine['tensorrt']['flavour']} {engine['tensorrt']['version']}, "
-        f"{engine['engine']['bytes'] / 2**20:.0f} MiB, targets {', '.join(engine['targets']['compute_capabilities'])}, "
-        f"profile {engine['profiles'][0]['min']} .. {engine['profiles'][0]['max']}; {log.notes.get('export', '')})",
+        f"- Engine: `export/kanet_fp16.plan` ({engine.tensorrt.flavour} {engine.tensorrt.version}, "
+        f"{engine.engine.bytes / 2**20:.0f} MiB, targets {', '.join(engine.targets)}, "
+        f"profile {profile.min} .. {profile.max}; {log.notes.get('export', '')})",
         "", "## Parity against PyTorch FP32", "",
         f"{'PASSED' if parity.passed else 'FAILED'} ({log.notes.get('parity', 'checked in this run')}); "
         "worst case per model:", "",

@@ -24,7 +24,7 @@ from .backend import Timings
 from .cuda import DeviceArray, DeviceBuffer, PinnedBuffer, check, compute_capability, device_count
 from .device_frames import ALIGNMENT, device_frames, placement_problem
 from .errors import DehazeError
-from .manifest import incompatibility
+from .manifest import EngineManifest, incompatibility
 from .trt import import_tensorrt, rtx_unsupported
 
 H2D = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
@@ -46,12 +46,12 @@ def _close_at_exit(backend: weakref.ref) -> None:
 
 
 class EngineBackend:  # keeps runtime.backend.Backend
-    def __init__(self, plan: Path, manifest: dict, device: int = 0, cuda_graphs: bool = True) -> None:
+    def __init__(self, plan: Path, manifest: EngineManifest, device: int = 0, cuda_graphs: bool = True) -> None:
         """cuda_graphs=False: plain enqueues only (TensorRT-RTX's own capture off too), e.g. to compare."""
         trt, flavour = import_tensorrt()
         why = incompatibility(manifest, flavour, trt.__version__, None)  # the version first: no GPU needed
         if not why and device_count() <= device:
-            onnx = manifest.get("onnx", {}).get("path", "the exported .onnx")
+            onnx = manifest.onnx.path if manifest.onnx else "the exported .onnx"
             raise DehazeError(f"{plan}: an engine needs an NVIDIA GPU (device {device}), none is usable here; "
                               f"run the ONNX model with ONNX Runtime instead: --model {onnx}")
         if not why:
@@ -63,7 +63,7 @@ class EngineBackend:  # keeps runtime.backend.Backend
         if why:
             raise DehazeError(f"{plan}: {why}")
         self.name = f"{flavour} {trt.__version__}"
-        self.precision = manifest.get("precision", "fp16")
+        self.precision = manifest.precision
         self._trt, self._device, self._lock = trt, device, threading.Lock()
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)

@@ -108,7 +108,7 @@ class Pipeline:
         log.warning("stopping: finishing the frames in flight (Ctrl-C again to abort)")
 
     # -- stages ----------------------------------------------------------------------------
-    def _decode(self, index: int, source: Source) -> None:
+    def _read_source(self, index: int, source: Source) -> None:
         frames = source.frames(self._stop)
         try:
             for decoded in frames:
@@ -189,7 +189,7 @@ class Pipeline:
         """Process every source to its end (or until stopped); the summary of what happened. On an error or
         a second Ctrl-C the exception propagates, and `self.summary` still holds the summary."""
         started = time.perf_counter()
-        threads = [threading.Thread(target=self._decode, args=(i, s), name=f"decode-{s.label}", daemon=True)
+        threads = [threading.Thread(target=self._read_source, args=(i, s), name=f"decode-{s.label}", daemon=True)
                    for i, s in enumerate(self._sources)]
         threads.append(threading.Thread(target=self._infer, name="infer", daemon=True))
         main = threading.current_thread() is threading.main_thread()

@@ -18,7 +18,7 @@ from export.engine import BuildOptions, import_tensorrt
 from export.onnx_export import attention_report
 from export.parity import Metrics, ParityReport, Thresholds, compare, failed_thresholds, frame_cases, run_parity
 from export.pipeline import engine_from_onnx, export_checkpoint
-from runtime.manifest import incompatibility, read_manifest, sha256_file
+from runtime.manifest import TensorRTBuild, incompatibility, read_manifest, sha256_file
 
 def _graph(path: Path) -> onnx.ModelProto:
     return onnx.load(str(path))
@@ -107,19 +107,21 @@ def test_fp16_onnx_keeps_sensitive_ops_in_fp32(exported):
 def test_engine_and_manifest(exported):
     plan = exported["dir"] / "kanet_fp16.plan"
     manifest = read_manifest(plan)
-    assert manifest["engine"]["sha256"] == sha256_file(plan)
+    assert manifest.engine.sha256 == sha256_file(plan)
     assert plan.read_bytes()[:1] != b"{"  # pure plan: metadata lives in the sidecar
-    assert manifest["onnx"]["sha256"] == sha256_file(exported["dir"] / "kanet_fp16.onnx")
-    assert manifest["precision"] == "fp16" and manifest["targets"]["compute_capabilities"] == ["SM89"]
-    assert manifest["io"]["input"] == {"name": "frames", "dtype": "UINT8", "layout": "NHWC BGR"}
-    assert manifest["profiles"][0]["max"] == [2, 128, 160]
+    assert manifest.onnx.sha256 == sha256_file(exported["dir"] / "kanet_fp16.onnx")
+    assert manifest.precision == "fp16" and manifest.targets == ["SM89"]
+    assert manifest.io["input"] == {"name": "frames", "dtype": "UINT8", "layout": "NHWC BGR"}
+    assert manifest.profiles[0].max == [2, 128, 160]
     trt, flavour = import_tensorrt()
-    assert manifest["tensorrt"] == {"flavour": flavour, "version": trt.__version__}
-    assert manifest["fp32_nodes"] and manifest["builder"]["strongly_typed"]
+    assert manifest.tensorrt == TensorRTBuild(flavour, trt.__version__)
+    assert manifest.fp32_nodes and manifest.builder["strongly_typed"]
+    on_disk = json.loads(plan.with_suffix(".json").read_text())  # the typed form reads and writes the file's layout
+    assert on_disk["format"] == "kanet-engine-manifest" and manifest.to_json() == on_disk
 
 
 def test_engine_layers_fp16_except_kept_islands(exported):
-    precisions = read_manifest(exported["dir"] / "kanet_fp16.plan")["layer_precisions"]
+    precisions = read_manifest(exported["dir"] / "kanet_fp16.plan").layer_precisions
     by_type = precisions["by_type"]
     assert set(by_type["MATRIX_MULTIPLY"]) == {"HALF"}
     assert set(by_type["DECONVOLUTION"]) == {"HALF"}
@@ -138,20 +140,21 @@ def test_export_caches_the_engine_in_the_user_cache_folder_and_leaves_the_workin
 def test_engine_cache_reuses_and_rebuilds(exported):
     fp16 = exported["dir"] / "kanet_fp16.onnx"
     again = engine_from_onnx(fp16, exported["dir"] / "again", SMALL, exported["cache"], "fp16", [])
-    assert again["reused_from_cache"]
+    assert again.reused_from_cache
     changed = BuildOptions(SMALL.profile, SMALL.workspace_gib, 1, SMALL.compute_capabilities)
     rebuilt = engine_from_onnx(fp16, exported["dir"] / "changed", changed, exported["cache"], "fp16", [])
-    assert not rebuilt["reused_from_cache"]
-    assert rebuilt["builder"]["optimization_level"] == 1
+    assert not rebuilt.reused_from_cache
+    assert rebuilt.manifest.builder["optimization_level"] == 1
 
 
 def test_incompatible_engine_message_says_how_to_rebuild(exported):
     manifest = read_manifest(exported["dir"] / "kanet_fp16.plan")
     version_msg = incompatibility(manifest, "tensorrt", "10.9.0", None)
     assert "tensorrt_rtx" in version_msg and "kanet build" in version_msg
-    gpu_msg = incompatibility(manifest, manifest["tensorrt"]["flavour"], manifest["tensorrt"]["version"], "SM120")
+    built = manifest.tensorrt
+    gpu_msg = incompatibility(manifest, built.flavour, built.version, "SM120")
     assert "SM89" in gpu_msg and "kanet build" in gpu_msg
-    assert incompatibility(manifest, manifest["tensorrt"]["flavour"], manifest["tensorrt"]["version"], "SM89") is None
+    assert incompatibility(manifest, built.flavour, built.version, "SM89") is None
 
 
 def test_parity_passes_fp32_and_fp16_on_random_and_real_frames(model, exported):
@@ -330,9 +333,9 @@ def test_parity_runs_the_engine_through_the_runtime(model, exported, tmp_path):
     """FP16 engine (built for this GPU) against PyTorch FP32; a case beyond the profile is skipped, not tiled."""
     _, flavour = import_tensorrt()
     options = BuildOptions(SMALL.profile, compute_capabilities=("current",) if flavour == "tensorrt_rtx" else ())
-    manifest = engine_from_onnx(exported["dir"] / "kanet_fp16.onnx", tmp_path, options, tmp_path / "cache", "fp16", [])
+    manifest = engine_from_onnx(exported["dir"] / "kanet_fp16.onnx", tmp_path, options, tmp_path / "cache", "fp16", []).manifest
     cases = frame_cases(sizes=((1, 96, 128), (2, 75, 101), (1, 200, 200)))
-    report = run_parity(model, {"engine": (Path(manifest["engine"]["path"]), "fp16")}, cases)
+    report = run_parity(model, {"engine": (Path(manifest.engine.path), "fp16")}, cases)
     assert report.passed, report.results
     assert [s.case for s in report.skipped] == ["random_1x200x200"]
     assert len(report.results) == 2
@@ -345,8 +348,8 @@ def test_engine_runs_on_gpu_and_matches_onnx(exported, tmp_path):
 
     trt, _ = import_tensorrt()
     options = BuildOptions(SMALL.profile, compute_capabilities=("current",) if _ == "tensorrt_rtx" else ())
-    manifest = engine_from_onnx(exported["dir"] / "kanet_fp16.onnx", tmp_path, options, tmp_path / "cache", "fp16", [])
-    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(Path(manifest["engine"]["path"]).read_bytes())
+    manifest = engine_from_onnx(exported["dir"] / "kanet_fp16.onnx", tmp_path, options, tmp_path / "cache", "fp16", []).manifest
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(Path(manifest.engine.path).read_bytes())
     assert engine is not None
     context = engine.create_execution_context()
     frames = np.random.default_rng(0).integers(0, 256, (2, 96, 120, 3), dtype=np.uint8)
@@ -378,4 +381,4 @@ def test_fp32_engine_is_built_from_the_kept_chain_model(checkpoint, tmp_path):
     assert attention_report(_graph(chain)) == summary["onnx_fp32_tensorrt"]["attention"] == \
         {"multihead_attention": 0, "softmax_chains": 14, "q_scaled_chains": 14}
     manifest = read_manifest(tmp_path / "out" / "kanet_fp32.plan")
-    assert manifest["onnx"]["sha256"] == sha256_file(chain) and manifest["precision"] == "fp32"
+    assert manifest.onnx.sha256 == sha256_file(chain) and manifest.precision == "fp32"

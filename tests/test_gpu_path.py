@@ -66,7 +66,7 @@ def gpu_engine(tmp_path_factory) -> Path:
     options = BuildOptions(Profile((1, 48, 48), (1, 64, 64), (2, 128, 128)),
                            compute_capabilities=("current",) if flavour == "tensorrt_rtx" else ())
     manifest = build_engine(max_shift_model(folder / "max_shift.onnx"), folder / "max_shift.plan", options, "fp32")
-    return Path(manifest["engine"]["path"])
+    return Path(manifest.engine.path)
 
 
 def load_backend(plan: Path, **kwargs):
@@ -128,7 +128,7 @@ def test_full_tensorrt_manifest_records_this_gpu(tiny_onnx, tmp_path):
 
     options = BuildOptions(Profile((1, 64, 64), (1, 64, 64), (1, 64, 64)))
     manifest = build_engine(tiny_onnx, tmp_path / "tiny.plan", options, prefer="tensorrt")
-    assert manifest["targets"]["compute_capabilities"] == [compute_capability(0)]
+    assert manifest.targets == [compute_capability(0)]
 
 
 def _cai(**extra) -> dict:

@@ -265,8 +265,8 @@ def small_engine(frame_onnx, tmp_path_factory) -> Path:
     targets = ("current",) if flavour == "tensorrt_rtx" and device_count() else ("SM89",)
     out = tmp_path_factory.mktemp("engine")
     options = BuildOptions(Profile((1, 48, 48), (1, 64, 80), (2, 96, 128)), compute_capabilities=targets)
-    manifest = engine_from_onnx(frame_onnx.parent / "kanet_fp16.onnx", out, options, out / "cache", "fp16", [])
-    return Path(manifest["engine"]["path"])
+    build = engine_from_onnx(frame_onnx.parent / "kanet_fp16.onnx", out, options, out / "cache", "fp16", [])
+    return Path(build.manifest.engine.path)
 
 
 def test_engine_checks_before_deserialising(small_engine, tmp_path):

@@ -25,8 +25,8 @@ def run(args: argparse.Namespace) -> int:
     export_info = onnx_path.parent / "export.json"
     fp32_nodes = sorted(json.loads(export_info.read_text())["fp32_nodes"]) if export_info.is_file() else []
     precision = "fp16" if "fp16" in onnx_path.stem else "fp32"
-    manifest = engine_from_onnx(onnx_path, Path(args.out), build_options(args), args.cache_dir, precision,
+    build = engine_from_onnx(onnx_path, Path(args.out), build_options(args), args.cache_dir, precision,
                                 fp32_nodes if precision == "fp16" else [])
-    how = "reused from cache" if manifest["reused_from_cache"] else f"built in {manifest['build_seconds']} s"
-    print(f"engine {manifest['engine']['path']} ({how})")
+    how = "reused from cache" if build.reused_from_cache else f"built in {build.manifest.build_seconds} s"
+    print(f"engine {build.manifest.engine.path} ({how})")
     return 0

@@ -46,17 +46,19 @@ def _size(path: Path) -> str:
 
 def describe_export(summary: dict, out: Path) -> str:
     """A few lines for a person: each file with its size and role; the details stay in export.json."""
+    from export.pipeline import EngineBuild
     fused, chains = summary["onnx_fp32"]["attention"], summary["onnx_fp16"]["attention"]
     rows = [(Path(summary["onnx_fp32"]["path"]), "FP32 ONNX for ONNX Runtime"),
             (Path(summary["onnx_fp16"]["path"]), f"FP16 ONNX, engine source, {len(summary['fp32_nodes'])} nodes kept FP32")]
     if "onnx_fp32_tensorrt" in summary:
         rows.append((Path(summary["onnx_fp32_tensorrt"]["path"]), "FP32 ONNX, engine source"))
     if "engine" in summary:
-        engine = summary["engine"]
-        how = "reused from cache" if engine["reused_from_cache"] else f"built in {engine['build_seconds']:.0f} s"
-        rows += [(Path(engine["engine"]["path"]), f"{engine['tensorrt']['flavour']} {engine['tensorrt']['version']} "
-                  f"engine, {how}; targets {','.join(engine['targets']['compute_capabilities'])}"),
-                 (manifest_path(Path(engine["engine"]["path"])), "engine manifest")]
+        build = EngineBuild.from_json(summary["engine"])
+        engine = build.manifest
+        how = "reused from cache" if build.reused_from_cache else f"built in {engine.build_seconds:.0f} s"
+        rows += [(Path(engine.engine.path), f"{engine.tensorrt.flavour} {engine.tensorrt.version} "
+                  f"engine, {how}; targets {','.join(engine.targets)}"),
+                 (manifest_path(engine.engine.path), "engine manifest")]
     rows.append((out / "export.json", "all of the above in full, with each FP32-kept node and why"))
     width = max(len(path.name) for path, _ in rows)
     lines = [f"exported {summary['checkpoint']['path']} to {out}/"]

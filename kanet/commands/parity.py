@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         candidates = {p.stem: (p, "fp16" if "fp16" in p.stem else "fp32") for p in paths}
     for engine in engines:
-        candidates[f"{engine.stem}_engine"] = (engine, read_manifest(engine)["precision"])
+        candidates[f"{engine.stem}_engine"] = (engine, read_manifest(engine).precision)
     photos = Path(args.photos) if args.photos else None
     if photos is not None and not photos.is_dir():
         raise UserError(f"{photos}: no such folder of photographs")
