@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from runtime.imagefile import read_image
+from runtime.summary import RunSummary
 
 CODE = Path(__file__).resolve().parents[1]  # the folder holding the benchmarks and kanet packages
 
@@ -59,5 +60,5 @@ def end_to_end(model: Path, height: int, width: int, frames: int, workdir: Path,
         lines = (done.stderr or done.stdout).strip().splitlines()
         return {**result, "error": f"exit {done.returncode}: {lines[-1] if lines else 'no output'}"}
     result["summary"] = json.loads(summary.read_text())
-    result["fps"] = float(result["summary"]["fps"])
+    result["fps"] = RunSummary.from_json(result["summary"]).fps
     return result

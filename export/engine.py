@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import re
 import socket
@@ -19,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 from runtime.artifacts import MIN_FRAME_SIZE
+from runtime.atomic import write_bytes
 from runtime.cuda import compute_capability, device_count
 from runtime.errors import DehazeError
 from runtime.manifest import (EngineFile, EngineManifest, FileRecord, ShapeProfile, TensorRTBuild, read_manifest,
@@ -146,69 +146,77 @@ def builder_config(trt: ModuleType, builder, options: BuildOptions, precision: s
     return config
 
 
+def _frames_io(tensor) -> bool:
+    """uint8 N x H x W x 3 frames in the graph, or float NCHW tensors."""
+    return tuple(tensor.shape)[-1] == 3
+
+
+def add_profile(builder, config, tensor_in, profile: Profile) -> None:
+    """One optimization profile over (batch, height, width), laid out as the input tensor is."""
+    def dims(shape: tuple[int, int, int]) -> tuple[int, ...]:
+        batch, height, width = shape
+        return (batch, height, width, 3) if _frames_io(tensor_in) else (batch, 3, height, width)
+
+    optimization = builder.create_optimization_profile()
+    optimization.set_shape(tensor_in.name, dims(profile.min), dims(profile.opt), dims(profile.max))
+    config.add_optimization_profile(optimization)
+
+
+def set_targets_and_cache(trt: ModuleType, flavour: str, config, targets: list[str], engine_path: Path) -> Path:
+    """TensorRT-RTX: the GPUs to compile for, and where its runtime keeps the kernels it compiles just in time on
+    first run. Full TensorRT: its timing cache, reused across builds. Returns the cache file."""
+    if flavour == "tensorrt_rtx":
+        config.num_compute_capabilities = len(targets)
+        for i, target in enumerate(targets):
+            config.set_compute_capability(getattr(trt.ComputeCapability, target.upper()), i)
+        return engine_path.with_suffix(".runtime.cache")
+    cache_file = engine_path.with_suffix(".timing.cache")
+    cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache_file
+
+
+def _tensor_io(tensor, layout: str) -> dict:
+    return {"name": tensor.name, "dtype": str(tensor.dtype).split(".")[-1], "layout": layout}
+
+
 def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildOptions = BuildOptions(),
                  precision: str = "fp16", fp32_nodes: list[str] | None = None, checkpoint_sha256: str | None = None,
                  prefer: str | None = None) -> EngineManifest:
-    """Build, write the plan and its manifest; return the manifest."""
+    """Parse, configure, build, write the plan atomically and its manifest; return the manifest."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():
         raise ExportError(f"{onnx_path}: no such ONNX file")
     options.profile.validate()
     trt, flavour = import_tensorrt(prefer)
     targets = engine_targets(trt, flavour, options)  # before parsing: an unsupported GPU fails at once
-    logger = trt.Logger(trt.Logger.WARNING)
     started = time.perf_counter()
-    builder, network, _parser = parse_onnx(trt, flavour, onnx_path, logger)
-    precisions = layer_precisions(network)
+    builder, network, _parser = parse_onnx(trt, flavour, onnx_path, trt.Logger(trt.Logger.WARNING))
     tensor_in, tensor_out = network.get_input(0), network.get_output(0)
-    frames_io = tuple(tensor_in.shape)[-1] == 3
-
-    def dims(shape: tuple[int, int, int]) -> tuple[int, ...]:
-        batch, height, width = shape
-        return (batch, height, width, 3) if frames_io else (batch, 3, height, width)
-
     config = builder_config(trt, builder, options, precision)
-    profile = builder.create_optimization_profile()
-    prof = options.profile
-    profile.set_shape(tensor_in.name, dims(prof.min), dims(prof.opt), dims(prof.max))
-    config.add_optimization_profile(profile)
-
-    cache_file = None
-    if flavour == "tensorrt_rtx":
-        config.num_compute_capabilities = len(targets)
-        for i, target in enumerate(targets):
-            config.set_compute_capability(getattr(trt.ComputeCapability, target.upper()), i)
-        # TensorRT-RTX compiles kernels just in time on first run; the runtime keeps them here.
-        cache_file = engine_path.with_suffix(".runtime.cache")
-    else:
-        cache_file = engine_path.with_suffix(".timing.cache")
-        cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
+    add_profile(builder, config, tensor_in, options.profile)
+    cache_file = set_targets_and_cache(trt, flavour, config, targets, engine_path)
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"{onnx_path}: {flavour} failed to build an engine (see the log above); if it says "
                           f"OutOfMemory, raise --workspace (now {options.workspace_gib:g} GiB) or lower --max")
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = engine_path.with_suffix(".plan.tmp")
-    tmp.write_bytes(serialized)
-    os.replace(tmp, engine_path)
+    write_bytes(engine_path, serialized)
     if flavour == "tensorrt":
         cache_file.write_bytes(config.get_timing_cache().serialize())
     build_seconds = time.perf_counter() - started
 
-    onnx_sha = sha256_file(onnx_path)
+    onnx_sha, prof, frames = sha256_file(onnx_path), options.profile, _frames_io(tensor_in)
     manifest = EngineManifest(
         engine=EngineFile(str(engine_path), sha256_file(engine_path), engine_path.stat().st_size),
         tensorrt=TensorRTBuild(flavour, trt.__version__), precision=precision,
         profiles=[ShapeProfile(list(prof.min), list(prof.opt), list(prof.max))],
         onnx=FileRecord(str(onnx_path), onnx_sha), checkpoint_sha256=checkpoint_sha256,
         cache_key=options.key(onnx_sha, flavour, trt.__version__, targets), targets=targets,
-        fp32_nodes=fp32_nodes or [], layer_precisions=precisions,
-        io={"input": {"name": tensor_in.name, "dtype": str(tensor_in.dtype).split(".")[-1],
-                      "layout": "NHWC BGR" if frames_io else "NCHW RGB [-1, 1]"},
-            "output": {"name": tensor_out.name, "dtype": str(tensor_out.dtype).split(".")[-1],
-                       "layout": "NHWC BGR" if frames_io else "NCHW RGB [0, 1]"}},
+        fp32_nodes=fp32_nodes or [], layer_precisions=layer_precisions(network),
+        io={"input": _tensor_io(tensor_in, "NHWC BGR" if frames else "NCHW RGB [-1, 1]"),
+            "output": _tensor_io(tensor_out, "NHWC BGR" if frames else "NCHW RGB [0, 1]")},
         builder={"workspace_gib": options.workspace_gib, "optimization_level": options.optimization_level,
                  "strongly_typed": True, "cache_file": str(cache_file)},
         build_seconds=round(build_seconds, 2),

@@ -9,6 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .atomic import write_bytes
 from .errors import DehazeError
 
 MANIFEST_SUFFIX = ".json"
@@ -96,7 +97,7 @@ class EngineManifest:
 
     def write(self, engine_path: str | Path) -> Path:
         path = manifest_path(engine_path)
-        path.write_text(json.dumps(self.to_json(), indent=2))
+        write_bytes(path, json.dumps(self.to_json(), indent=2).encode())
         return path
 
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+
 from .backend import Timings
 from .dehazer import Dehazer
 from .errors import DehazeError
@@ -25,6 +26,7 @@ from .images import as_bgr8
 from .progress import progress
 from .sinks import Sink, Window
 from .sources import Source
+from .summary import InferenceStats, RunSummary
 
 log = logging.getLogger("runtime")
 
@@ -73,7 +75,7 @@ class Pipeline:
         self._written = [0] * len(sources)
         self._latencies: list[float] = []
         self._batches: list[tuple[int, Timings]] = []
-        self.summary: dict | None = None  # set when run() ends, however it ends
+        self.summary: RunSummary | None = None  # set when run() ends, however it ends
 
     # -- plumbing --------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> None:
@@ -185,7 +187,7 @@ class Pipeline:
             bar.update(1)
 
     # -- the run ---------------------------------------------------------------------------
-    def run(self) -> dict:
+    def run(self) -> RunSummary:
         """Process every source to its end (or until stopped); the summary of what happened. On an error or
         a second Ctrl-C the exception propagates, and `self.summary` still holds the summary."""
         started = time.perf_counter()
@@ -240,36 +242,18 @@ class Pipeline:
             except Exception as exc:
                 self._fail(exc)
 
-    def _summary(self, seconds: float) -> dict:
-        reports = []
-        for source, sink, written in zip(self._sources, self._sinks, self._written):
-            kept = sink.kept if sink is not None else None
-            reports.append({"label": source.label, **source.report(), "frames_out": written,
-                            "output": None if kept is None else str(kept),
-                            "audio": sink.audio if sink is not None else None})
-        frames_in = sum(r["frames_in"] for r in reports)
+    def _summary(self, seconds: float) -> RunSummary:
+        reports = [source.report(written, sink) for source, sink, written in zip(self._sources, self._sinks, self._written)]
+        frames_in = sum(r.frames_in for r in reports)
         frames_out = sum(self._written)
-        undecodable = sum(r["undecodable"] for r in reports)
+        undecodable = sum(r.undecodable for r in reports)
         batched = sum(n for n, _ in self._batches)
-        per_stage = sum((t for _, t in self._batches), Timings()).per(batched).to_json()
-        return {
-            "backend": self._dehazer.backend,
-            "precision": self._dehazer.precision,
-            "batch": self._batch,
-            "frames_in": frames_in,
-            "frames_out": frames_out,
-            "undecodable": undecodable,
-            "dropped_frames": frames_in - undecodable - frames_out,  # read but never written: 0 unless aborted
-            "seconds": round(seconds, 3),
-            "fps": round(frames_out / seconds, 3) if seconds > 0 else 0.0,
-            "latency_ms": _percentiles(self._latencies),
-            "inference": {"batches": len(self._batches), "mean_batch": round(batched / max(len(self._batches), 1), 2),
-                          "ms_per_frame": per_stage},
-            "sources": reports,
-            "outputs": [r["output"] for r in reports if r["output"] is not None],  # as kept: whole or partial
-            "streams": {"retried": [r["label"] for r in reports if r["retries"]],
-                        "dropped": [r["label"] for r in reports if r["status"] == "dropped"],
-                        "failed": [r["label"] for r in reports if r["status"] == "failed"],
-                        "audio_dropped": [r["label"] for r in reports if (r["audio"] or "").startswith("dropped")]},
-            "interrupted": self._interrupted,  # by Ctrl-C (SIGINT)
-        }
+        per_stage = sum((t for _, t in self._batches), Timings()).per(batched)
+        return RunSummary(
+            backend=self._dehazer.backend, precision=self._dehazer.precision, batch=self._batch,
+            frames_in=frames_in, frames_out=frames_out, undecodable=undecodable,
+            dropped_frames=frames_in - undecodable - frames_out,
+            seconds=round(seconds, 3), fps=round(frames_out / seconds, 3) if seconds > 0 else 0.0,
+            latency_ms=_percentiles(self._latencies),
+            inference=InferenceStats(len(self._batches), round(batched / max(len(self._batches), 1), 2), per_stage),
+            sources=reports, interrupted=self._interrupted)

@@ -26,6 +26,7 @@ import numpy as np
 
 from .errors import DehazeError
 from .imagefile import read_image
+from .summary import SourceReport
 
 log = logging.getLogger("runtime")
 
@@ -78,11 +79,13 @@ class Source:
         """The files this source reads: outputs must never replace them."""
         return []
 
-    def report(self) -> dict:
+    def report(self, frames_out: int, sink) -> SourceReport:
+        """What happened to this source; `sink` (None: nothing written) for the output as kept and its audio."""
         s = self.stats
-        return {"source": self.spec, "kind": self.kind, "status": s.status, "frames_in": s.frames + s.undecodable,
-                "decoded": s.frames, "undecodable": s.undecodable, "replayed": s.replayed, "retries": s.retries,
-                "errors": s.errors}
+        kept = sink.kept if sink is not None else None
+        return SourceReport(self.label, self.spec, self.kind, s.status, s.frames + s.undecodable, s.frames,
+                            s.undecodable, s.replayed, s.retries, list(s.errors), frames_out,
+                            None if kept is None else str(kept), sink.audio if sink is not None else None)
 
 
 class ImageFiles(Source):

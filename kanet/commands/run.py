@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kanet.cli import number, path_option, size
 from runtime.errors import KanetError
+from runtime.summary import RunSummary
 
 from ._model import add_model_arguments, openvino_options
 
@@ -88,16 +89,16 @@ def parse_tile(text: str):
         raise argparse.ArgumentTypeError(f"expected auto, off, N or HxW (numbers >= 1), got {text!r}") from None
 
 
-def _print_summary(summary: dict) -> None:
-    latency = summary["latency_ms"] or {}
-    print(f"{summary['frames_out']} of {summary['frames_in']} frames written, {summary['undecodable']} undecodable; "
-          f"{summary['fps']:.2f} fps; latency p50 {latency.get('p50', '-')} / p90 {latency.get('p90', '-')} / "
-          f"p99 {latency.get('p99', '-')} ms; {summary['backend']} {summary['precision']}", file=sys.stderr)
-    for source in summary["sources"]:
-        if source["status"] != "ok" or source["retries"] or source["undecodable"]:
-            errors = f"; last error: {source['errors'][-1]}" if source["errors"] else ""
-            print(f"  {source['label']}: {source['status']}, {source['frames_out']} written, "
-                  f"{source['undecodable']} undecodable, {source['retries']} retries{errors}", file=sys.stderr)
+def _print_summary(summary: RunSummary) -> None:
+    latency = summary.latency_ms or {}
+    print(f"{summary.frames_out} of {summary.frames_in} frames written, {summary.undecodable} undecodable; "
+          f"{summary.fps:.2f} fps; latency p50 {latency.get('p50', '-')} / p90 {latency.get('p90', '-')} / "
+          f"p99 {latency.get('p99', '-')} ms; {summary.backend} {summary.precision}", file=sys.stderr)
+    for source in summary.sources:
+        if source.status != "ok" or source.retries or source.undecodable:
+            errors = f"; last error: {source.errors[-1]}" if source.errors else ""
+            print(f"  {source.label}: {source.status}, {source.frames_out} written, "
+                  f"{source.undecodable} undecodable, {source.retries} retries{errors}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,25 +131,17 @@ def run(args: argparse.Namespace) -> int:
         raise
     summary = _save_summary(args, summary, None)
     _print_summary(summary)
-    return {"ok": 0, "interrupted": 130}.get(summary["status"], 1)
+    return {"ok": 0, "interrupted": 130}.get(summary.status, 1)
 
 
-def _save_summary(args: argparse.Namespace, summary: dict | None, exc: BaseException | None) -> dict:
+def _save_summary(args: argparse.Namespace, summary: RunSummary | None, exc: BaseException | None) -> RunSummary:
+    """The run's summary with how it ended (RunSummary.finish), written to --summary when given; a run that
+    stopped before any frame flowed gets the status alone."""
     from runtime.atomic import write_bytes
 
-    """The run's summary with how it ended (status ok | degraded: an output lacks its source's audio | failed |
-    interrupted | error, and the error), written
-    to --summary when given; a run that stopped before any frame flowed gets the status alone."""
-    summary = summary or {"frames_in": 0, "frames_out": 0, "sources": [], "outputs": [], "interrupted": False}
-    interrupted = isinstance(exc, KeyboardInterrupt) or summary["interrupted"]
-    streams = summary.get("streams", {})
-    status = ("interrupted" if interrupted else "error" if exc is not None
-              else "failed" if streams.get("dropped") or streams.get("failed")
-              else "degraded" if streams.get("audio_dropped") else "ok")
-    summary = {"model": str(args.model), "output": args.output, "status": status,
-               "error": None if exc is None or interrupted else str(exc) or type(exc).__name__,
-               **summary, "interrupted": interrupted}
+    summary = summary or RunSummary()
+    summary.finish(str(args.model), args.output, exc)
     if args.summary:
         Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
-        write_bytes(args.summary, json.dumps(summary, indent=2).encode())
+        write_bytes(args.summary, json.dumps(summary.to_json(), indent=2).encode())
     return summary
