@@ -39,6 +39,15 @@ class UserError(KanetError):
     """An error caused by the user's input: printed as one message, no traceback."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a parse error is one line, `kanet CMD: error: ...`, and a pointer to --help (exit 2): the
+    usage block argparse prints first buries the message (a subcommand's runs to a dozen lines). The
+    subcommands' parsers are of this class too (add_subparsers makes them of the parent's); --help is argparse's."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\nsee `{self.prog} --help`\n")
+
+
 def number(kind: type = int, at_least: float | None = None, above: float | None = None,
            at_most: float | None = None):
     """The argparse type of every numeric option: a finite `kind` within the bounds given. Anything else
@@ -97,7 +106,7 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kanet",
         description="KA-Net dehazing: PyTorch checkpoint -> ONNX -> FP16 TensorRT engine -> video.",
     )
@@ -113,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """parse_args, with a suggestion for a mistyped subcommand (argparse only lists the choices) and
     unrecognized arguments reported by the subcommand's parser (argparse leaves them to the top-level
-    one, whose usage says nothing about the subcommand's options)."""
+    one, whose error would name `kanet`, not the subcommand, and point at the wrong --help)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)  # top-level options take no values
     if command is not None and command not in SUBCOMMANDS:

@@ -58,6 +58,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def parse_error(stderr: str, prog: str) -> str:
+    """The error line of a parse error, checking that it is all there is besides the pointer to --help: no
+    usage block (kanet.cli.Parser)."""
+    lines = stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{prog}: error: "), stderr
+    assert lines[1] == f"see `{prog} --help`", stderr
+    return lines[0]
+
+
 def randomise_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
     """Give every BatchNorm non-trivial statistics so eval-mode BN is not the identity."""
     g = torch.Generator().manual_seed(seed)

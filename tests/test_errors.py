@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SAMPLES
+from conftest import REPO, SAMPLES, parse_error
 from kanet import cli
 
 
@@ -148,7 +148,7 @@ def test_a_bad_number_is_refused_while_parsing_naming_the_option(argv, capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main([command, f"{option}={value}"])  # with '=': argparse takes '-inf' after a space for an option
     assert stop.value.code == 2
-    line = capsys.readouterr().err.splitlines()[-1]
+    line = parse_error(capsys.readouterr().err, f"kanet {command}")
     assert line.startswith(f"kanet {command}: error: argument {option}: expected ") and repr(value) in line, line
 
 
@@ -197,7 +197,7 @@ def test_a_bad_size_is_refused_while_parsing_naming_the_option(argv, capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main([command, f"{option}={value}"])
     assert stop.value.code == 2
-    line = capsys.readouterr().err.splitlines()[-1]
+    line = parse_error(capsys.readouterr().err, f"kanet {command}")
     assert line.startswith(f"kanet {command}: error: argument {option}: expected ") and repr(value) in line, line
 
 
@@ -228,9 +228,8 @@ def test_a_path_below_a_file_is_refused_before_any_work(argv, tmp_path, capsys, 
     with pytest.raises(SystemExit) as stop:
         cli.main(argv)
     assert stop.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert lines[-1].startswith(f"kanet {argv[0]}: error: argument {option}: "), lines
-    assert "'notes.txt', which is a file" in lines[-1]
+    line = parse_error(capsys.readouterr().err, f"kanet {argv[0]}")
+    assert line.startswith(f"kanet {argv[0]}: error: argument {option}: ") and "'notes.txt', which is a file" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing was made
 
 

@@ -1,5 +1,5 @@
 """The warning for frames larger than a back-end handles comfortably: expected time and memory from
-`kanet bench` results of that back-end (or said to be an estimate), and a --max-side that fits, once."""
+`kanet bench` results of that back-end (the table shipped in the package), and a --max-side that fits, once."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks.cost_table import table_from
 from kanet.cli import main
 from runtime import frame_cost
 from runtime.frame_cost import estimate, oversize_warning
@@ -30,29 +31,32 @@ def test_time_and_memory_are_extrapolated_from_the_bench_figures_of_that_back_en
     _results(tmp_path / "cpu-run", None, [("onnxruntime", 1000, 1000, 2000, 1000), ("onnxruntime", 1000, 2000, 8000, 2000),
                                            ("torch-eager", 2000, 2000, 1, 1)])
     _results(tmp_path / "gpu-run", {"name": "Test GPU"}, [("onnxruntime", 2000, 2000, 10, 10)])
-    cost = estimate(2000, 2000, CPU, tmp_path)
+    table = table_from(tmp_path)
+    assert list(table) == ["onnxruntime/cpu", "onnxruntime/gpu"]  # torch-eager is no back-end of `kanet run`
+    cost = estimate(2000, 2000, CPU, table)
     # time: the growth between the two sizes is quadratic (4x for 2x the pixels); memory: per pixel
     assert cost.seconds == pytest.approx(32) and cost.gib == pytest.approx(4000 / 1024)
-    message = oversize_warning(2000, 2000, CPU, tmp_path)
+    message = oversize_warning(2000, 2000, CPU, table)
     assert "2000x2000 (4.0 MPix) are larger than the 2.1 MPix" in message
     assert "expect about 32 s and 3.9 GiB per frame (extrapolated from kanet bench at 1000x2000 on Test CPU: cpu-run)" \
         in message
     assert "--max-side 1408" in message  # 2000 * sqrt(2.1 / 4), down to a multiple of 64: within 2.1 MPix
 
 
-def test_the_checkouts_bench_results_are_found():
-    assert "extrapolated from kanet bench at 1080x1920" in oversize_warning(1536, 2048, CPU)
+def test_the_shipped_table_is_the_one_the_committed_bench_results_give():
+    """runtime/frame_cost.json travels with the package (no benchmarks/results there); it must not drift."""
+    assert frame_cost.shipped() == table_from(), "run `python -m benchmarks.cost_table` and commit the table"
+    assert "extrapolated from kanet bench at 1080x1920 on AMD EPYC" in oversize_warning(1536, 2048, CPU)
 
 
-def test_without_figures_a_cpu_gets_an_estimate_said_to_be_one_and_a_gpu_the_advice(tmp_path):
-    assert "a rough estimate" in oversize_warning(3000, 4000, CPU, tmp_path)
-    gpu = oversize_warning(4320, 7680, "tensorrt_rtx 1.7.1", tmp_path)
+def test_without_figures_a_back_end_gets_the_advice_only():
+    gpu = oversize_warning(4320, 7680, "tensorrt_rtx 1.7.1", {})
     assert "no kanet bench results" in gpu and "--max-side 3840" in gpu
 
 
-def test_frames_within_the_comfortable_size_get_no_warning(tmp_path):
-    assert oversize_warning(1088, 1920, CPU, tmp_path) is None
-    assert oversize_warning(2160, 3840, "tensorrt 10.9.0", tmp_path) is None
+def test_frames_within_the_comfortable_size_get_no_warning():
+    assert oversize_warning(1088, 1920, CPU, {}) is None
+    assert oversize_warning(2160, 3840, "tensorrt 10.9.0", {}) is None
 
 
 def test_kanet_run_warns_once_and_not_when_max_side_fits(frame_onnx, tmp_path, caplog, monkeypatch):

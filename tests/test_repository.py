@@ -67,8 +67,9 @@ def test_kanet_help_lists_the_subcommands_the_readme_documents():
 
 
 @pytest.mark.slow
-def test_a_built_wheel_carries_the_samples_and_finds_them_from_any_folder(tmp_path):
-    """A non-editable install has no checkout beside it: the samples must travel as package data."""
+def test_a_built_wheel_carries_its_data_and_finds_it_from_any_folder(tmp_path):
+    """A non-editable install has no checkout beside it: the samples and the frame cost table must travel as
+    package data, and `kanet demo` without the repository's checkpoint says how to give one."""
     from kanet.bundled import SAMPLES
 
     source = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
@@ -86,8 +87,25 @@ def test_a_built_wheel_carries_the_samples_and_finds_them_from_any_folder(tmp_pa
         archive.extractall(tmp_path / "installed")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    code = "from kanet.bundled import SAMPLES; print(SAMPLES); print(*sorted(p.name for p in SAMPLES.glob('*.png')))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=elsewhere, check=True,
-                         env={**os.environ, "PYTHONPATH": str(tmp_path / "installed")})
+
+    def installed(*argv: str) -> subprocess.CompletedProcess:
+        """Python with the unpacked wheel first on its path, in a folder outside the checkout."""
+        return subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=elsewhere, timeout=600,
+                              env={**os.environ, "PYTHONPATH": str(tmp_path / "installed")})
+
+    out = installed("-c", "from kanet.bundled import SAMPLES; print(SAMPLES); "
+                          "print(*sorted(p.name for p in SAMPLES.glob('*.png')))")
     where, names = out.stdout.splitlines()
     assert Path(where) == tmp_path / "installed" / "kanet" / "samples" and names.split() == photos
+
+    out = installed("-c", "from runtime.frame_cost import oversize_warning; "
+                          "print(oversize_warning(1536, 2048, 'onnxruntime:CPUExecutionProvider'))")
+    assert "extrapolated from kanet bench at 1080x1920" in out.stdout, out.stdout + out.stderr
+
+    demo = installed("-m", "kanet", "demo")
+    default = tmp_path / "installed" / "weights" / "kanet_outdoor.pt"
+    assert (demo.returncode, demo.stderr.splitlines()) == (2, [
+        f"kanet demo: error: {default}: the default checkpoint is not installed with the package (it comes with a "
+        "checkout of the repository, weights/: at 112 MB it is over PyPI's size limit); pass --checkpoint PATH, "
+        "an official KA-Net .pth or one of this project's"]), demo.stderr
+    assert list(elsewhere.iterdir()) == []

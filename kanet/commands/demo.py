@@ -38,18 +38,19 @@ def run(args: argparse.Namespace) -> int:
     from kanet.demo import DemoOptions, run_demo
     from runtime.devices import choose_device, parse_device
 
-    choice = choose_device(parse_device(args.device))
-    if choice.note:
-        print(f"kanet demo: {choice.note}", file=sys.stderr)
+    device = parse_device(args.device)
     checkpoint, photos = Path(args.checkpoint), Path(args.photos)
     if not checkpoint.is_file() and checkpoint == DEFAULT_CHECKPOINT:
-        raise UserError(f"{checkpoint}: the project's checkpoint comes with a checkout of the repository "
-                        "(weights/), not with an installed package (it is over PyPI's size limit); "
-                        "pass --checkpoint CKPT")
+        raise UserError(f"{checkpoint}: the default checkpoint is not installed with the package (it comes with a "
+                        "checkout of the repository, weights/: at 112 MB it is over PyPI's size limit); "
+                        "pass --checkpoint PATH, an official KA-Net .pth or one of this project's")
     if not checkpoint.is_file():
         raise UserError(f"{checkpoint}: no such checkpoint (train one with `kanet train`, or pass --checkpoint)")
     if not photos.is_dir():
         raise UserError(f"{photos}: no such folder of photographs")
+    choice = choose_device(device)  # after the checks: bad input is one line, no device note before it
+    if choice.note:
+        print(f"kanet demo: {choice.note}", file=sys.stderr)
     gpu = choice.gpus > 0
     opts = DemoOptions(out=Path(args.out), checkpoint=checkpoint, photos=photos,
                        max_side=args.max_side if args.max_side else (None if gpu else 480),
