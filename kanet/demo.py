@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
-import numpy as np
 
-from benchmarks.dcp import dehaze_dcp
-from benchmarks.evaluate import evaluate, list_images, markdown_table
 from benchmarks.video import write_clip
+from evaluation.dcp import dehaze_dcp
+from evaluation.evaluate import evaluate, list_images, markdown_table
+from evaluation.sheet import contact_sheet, labelled_row
 from runtime.artifacts import ExportFolder
 from runtime.cuda import device_count
 from runtime.imagefile import read_image, write_image
@@ -111,29 +111,6 @@ def parity_step(opts: DemoOptions, summary: dict, log: DemoLog, progress) -> Par
     return report
 
 
-def label(image: np.ndarray, text: str) -> np.ndarray:
-    out = image.copy()
-    cv2.rectangle(out, (0, 0), (8 + 9 * len(text), 22), (0, 0, 0), -1)
-    cv2.putText(out, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
-
-
-def side_by_side(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    return cv2.hconcat([label(before, "hazy"), label(after, "KA-Net")])
-
-
-def contact_sheet(rows: list[list[np.ndarray]], names: list[str], height: int = 200) -> np.ndarray:
-    """One row per photograph, one column per method, scaled to a common height."""
-    lines = []
-    for images in rows:
-        scaled = [cv2.resize(im, (round(im.shape[1] * height / im.shape[0]), height), interpolation=cv2.INTER_AREA)
-                  for im in images]
-        lines.append(cv2.hconcat([label(im, name) for im, name in zip(scaled, names)]))
-    width = max(line.shape[1] for line in lines)
-    return cv2.vconcat([cv2.copyMakeBorder(line, 0, 4, 0, width - line.shape[1], cv2.BORDER_CONSTANT)
-                        for line in lines])
-
-
 def photos_step(opts: DemoOptions, dehazer, log: DemoLog) -> tuple:
     images_dir = opts.out / "images"
     methods = {"hazy input": lambda f, n: f, "dark channel prior": lambda f, n: dehaze_dcp(f),
@@ -144,10 +121,11 @@ def photos_step(opts: DemoOptions, dehazer, log: DemoLog) -> tuple:
     (opts.out / "side_by_side").mkdir(parents=True, exist_ok=True)
     rows = []
     for name in names:
-        row = [read_image(images_dir / m / f"{name}.png", cv2.IMREAD_COLOR) for m in METHODS]
-        write_image(opts.out / "side_by_side" / f"{name}.png", side_by_side(row[0], row[2]))
-        rows.append(row)
-    write_image(opts.out / "contact_sheet.png", contact_sheet(rows, list(METHODS)))
+        images = [read_image(images_dir / m / f"{name}.png", cv2.IMREAD_COLOR) for m in METHODS]
+        pair = labelled_row([(images[0], "hazy"), (images[2], "KA-Net")])
+        write_image(opts.out / "side_by_side" / f"{name}.png", pair)
+        rows.append(list(zip(images, METHODS)))
+    write_image(opts.out / "contact_sheet.png", contact_sheet(rows))
     return report, names
 
 

@@ -28,7 +28,7 @@ def one_line_error(proc: subprocess.CompletedProcess, command: str, code: int = 
 
 
 def test_every_package_error_is_a_kanet_error():
-    from benchmarks.evaluate import EvalError
+    from evaluation.evaluate import EvalError
     from export import ExportError
     from runtime import DehazeError
     from runtime.errors import KanetError

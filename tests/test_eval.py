@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks.dcp import dehaze_dcp
-from benchmarks.evaluate import evaluate, find_reference, markdown_table, scene_index
-from benchmarks.quality import (NearRegion, ciede2000, colour_shift, colourfulness, full_reference_scores,
-                                haze_density, local_contrast)
 from conftest import REPO, SAMPLES
+from evaluation.dcp import dehaze_dcp
+from evaluation.evaluate import evaluate, find_reference, markdown_table, scene_index
+from evaluation.quality import (NearRegion, ciede2000, colour_shift, colourfulness, full_reference_scores,
+                                haze_density, local_contrast)
 from training.clear_images import BUNDLED
 
 

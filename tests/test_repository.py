@@ -1,5 +1,5 @@
-"""Repository-wide rules: packages import only down the stack, the runtime stays free of torch; the command
-lists its subcommands; a wheel carries the package data."""
+"""Repository-wide rules: packages import only down the stack, the runtime and evaluation stay free of torch;
+the command lists its subcommands; a wheel carries the package data."""
 from __future__ import annotations
 
 import ast
@@ -17,7 +17,8 @@ from conftest import REPO
 
 
 # Bottom to top: a package may import the ones below it, never one above.
-LAYERS = ["runtime", "training", "export", "benchmarks", "kanet"]
+LAYERS = ["runtime", "evaluation", "training", "export", "benchmarks", "kanet"]
+TORCH_FREE = ["runtime", "evaluation"]  # never import torch, directly or through a package above them
 
 
 def _imports(package: str):
@@ -39,15 +40,21 @@ def test_packages_import_only_down_the_stack():
     assert upward == []
 
 
-def test_runtime_sources_never_import_torch():
-    offenders = [f"{where} {name}" for where, name in _imports("runtime")
+def test_torch_free_packages_below_the_torch_ones():
+    assert all(LAYERS.index(package) < LAYERS.index("training") for package in TORCH_FREE)
+
+
+@pytest.mark.parametrize("package", TORCH_FREE)
+def test_torch_free_sources_never_import_torch(package):
+    offenders = [f"{where} {name}" for where, name in _imports(package)
                  if name.split(".")[0] in {"torch", "torchvision"}]
     assert offenders == []
 
 
-def test_importing_runtime_loads_no_torch():
-    code = "import sys, runtime, pkgutil, importlib\n" \
-           "[importlib.import_module(m.name) for m in pkgutil.walk_packages(runtime.__path__, 'runtime.')]\n" \
+@pytest.mark.parametrize("package", TORCH_FREE)
+def test_importing_a_torch_free_package_loads_no_torch(package):
+    code = f"import sys, {package}, pkgutil, importlib\n" \
+           f"[importlib.import_module(m.name) for m in pkgutil.walk_packages({package}.__path__, '{package}.')]\n" \
            "print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
@@ -76,7 +83,7 @@ def test_a_built_wheel_carries_its_data_and_finds_it_from_any_folder(tmp_path):
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    for package in ("kanet", "training", "export", "runtime", "benchmarks"):
+    for package in LAYERS:
         shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__", "results"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
                     "-w", str(tmp_path / "wheel"), "-q"], check=True, capture_output=True, timeout=600)

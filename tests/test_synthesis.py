@@ -8,10 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks.haze_stats import MATCH_TOLERANCE, StatisticsSet, median_gaps
 from conftest import REPO, SAMPLES
+from evaluation.haze_stats import MATCH_TOLERANCE, StatisticsSet, median_gaps
+from evaluation.pairing import pair_key
 from kanet.cli import main
-from training.data import DataError, Source, pair_key, paired_sources, read_rgb, split_sources
+from training.data import DataError, Source, paired_sources, read_rgb, split_sources
 from training.data import clear_sources
 from training.synthesis import DEGRADATIONS, HazeConfig, sky_mask, synthesize
 from training.synthset import write_synthetic_set

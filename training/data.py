@@ -8,7 +8,6 @@ batches the uninterrupted run would have seen.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from evaluation.pairing import pair_key
 from runtime.errors import KanetError
 from runtime.imagefile import read_image, write_image
 
@@ -27,9 +27,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 DEPTH_SUFFIXES = IMAGE_SUFFIXES | {".npy"}
 HAZY_FOLDERS = ("hazy", "haze", "input", "inputs")
 CLEAR_FOLDERS = ("clear", "gt", "GT", "clean", "target", "targets")
-# Tokens that name the role of a file rather than the scene (NH-HAZE `01_hazy` / `01_GT`).
-_ROLE_TOKENS = {"hazy", "haze", "gt", "clear", "clean", "target"}
-_FLOAT = re.compile(r"^\d*\.?\d+$")
 VAL_SEED_OFFSET = 1 << 40  # validation haze draws never coincide with a training sample's
 
 
@@ -74,18 +71,6 @@ def write_rgb(path: str | Path, image: np.ndarray) -> None:
     write_image(path, cv2.cvtColor(to_uint8(image), cv2.COLOR_RGB2BGR))
 
 
-def pair_key(stem: str) -> str:
-    """The scene a file shows: role words and trailing haze parameters dropped.
-
-    `0001_0.8_0.2` (RESIDE: id, airlight, beta) -> `0001`; `01_outdoor_hazy` and
-    `01_outdoor_GT` (O-HAZE) -> `01_outdoor`; `01_hazy` / `01_GT` (NH-HAZE) -> `01`.
-    """
-    tokens = [t for t in re.split(r"[_\-\s]+", stem.lower()) if t and t not in _ROLE_TOKENS] or [stem.lower()]
-    while len(tokens) > 1 and _FLOAT.match(tokens[-1]):
-        tokens.pop()
-    return "_".join(tokens)
-
-
 def _subfolder(root: Path, names: tuple[str, ...], role: str) -> Path:
     for name in names:
         if (root / name).is_dir():
@@ -103,7 +88,7 @@ class Source:
 
 
 def paired_sources(root: str | Path) -> list[Source]:
-    """Hazy/clear pairs under ROOT/hazy and ROOT/clear (or GT, ...), matched by `pair_key`."""
+    """Hazy/clear pairs under ROOT/hazy and ROOT/clear (or GT, ...), matched by `evaluation.pairing.pair_key`."""
     root = Path(root)
     hazy_dir, clear_dir = _subfolder(root, HAZY_FOLDERS, "hazy"), _subfolder(root, CLEAR_FOLDERS, "clear")
     clear_by_key: dict[str, Path] = {}

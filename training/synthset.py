@@ -7,12 +7,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from evaluation.sheet import contact_sheet
+from runtime.imagefile import write_image
+
 from .data import Source, read_depth, read_rgb, write_rgb
 from .synthesis import HazeConfig, synthesize, to_uint8
 
 SHEET_PAIRS = 12  # pairs shown on the contact sheet
-SHEET_COLUMNS = 3
-THUMB = 160
+SHEET_COLUMNS = 3  # pairs per line
+THUMB = 160  # height of an image on the sheet
 
 
 def _square_crop(image: np.ndarray, depth: np.ndarray | None, size: int, rng: np.random.Generator):
@@ -35,7 +38,7 @@ def write_synthetic_set(sources: list[Source], out: str | Path, count: int, size
     Pair i uses source i mod len(sources) and `np.random.default_rng([seed, i])`.
     """
     out = Path(out)
-    records, sheet = [], []
+    records, cells = [], []  # cells: (8-bit RGB image, label), clear then hazy, pair after pair
     out.mkdir(parents=True, exist_ok=True)
     with (out / "params.jsonl").open("w") as lines:
         for i in tqdm(range(count), desc="synth", unit="pair", disable=not progress):
@@ -50,22 +53,10 @@ def write_synthetic_set(sources: list[Source], out: str | Path, count: int, size
             record = {"name": name, "source": str(source.clear), "crop": crop, **params}
             lines.write(json.dumps(record) + "\n")
             records.append(record)
-            if len(sheet) < SHEET_PAIRS:
-                sheet.append((clear, hazy, f"{name[:5]} beta {params['beta']:.2f}"))
-    write_rgb(out / "contact_sheet.png", contact_sheet(sheet))
+            if len(cells) < 2 * SHEET_PAIRS:
+                cells += [(to_uint8(clear), f"{name[:5]} clear"),
+                          (to_uint8(hazy), f"{name[:5]} beta {params['beta']:.2f}")]
+    per_line = 2 * SHEET_COLUMNS
+    sheet = contact_sheet([cells[i:i + per_line] for i in range(0, len(cells), per_line)], height=THUMB)
+    write_image(out / "contact_sheet.png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     return records
-
-
-def contact_sheet(pairs: list[tuple[np.ndarray, np.ndarray, str]]) -> np.ndarray:
-    """Clear | hazy thumbnails, SHEET_COLUMNS pairs per row, each pair labelled."""
-    cells = []
-    for clear, hazy, label in pairs:
-        thumbs = [to_uint8(cv2.resize(img, (THUMB, THUMB), interpolation=cv2.INTER_AREA)) for img in (clear, hazy)]
-        cell = np.full((THUMB + 22, 2 * THUMB + 4, 3), 255, np.uint8)
-        cell[22:, :THUMB], cell[22:, THUMB + 4:] = thumbs
-        cv2.putText(cell, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)  # 8-bit only
-        cells.append(np.pad(cell, ((4, 4), (4, 4), (0, 0)), constant_values=255))
-    while len(cells) % SHEET_COLUMNS:
-        cells.append(np.full_like(cells[0], 255))
-    rows = [np.concatenate(cells[r:r + SHEET_COLUMNS], axis=1) for r in range(0, len(cells), SHEET_COLUMNS)]
-    return np.concatenate(rows, axis=0).astype(np.float32) / 255.0

@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_methods(args: argparse.Namespace) -> dict:
-    from benchmarks.dcp import dehaze_dcp
-    from benchmarks.evaluate import folder_method
+    from evaluation.dcp import dehaze_dcp
+    from evaluation.evaluate import folder_method
     from runtime.devices import parse_device
 
     device = parse_device(args.device)
@@ -56,7 +56,7 @@ def build_methods(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from benchmarks.evaluate import evaluate, list_images, markdown_table
+    from evaluation.evaluate import evaluate, list_images, markdown_table
 
     out = Path(args.out)
     methods = build_methods(args)

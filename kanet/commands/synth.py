@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _calibration(out: Path, real_dirs: list[Path]) -> None:
-    from benchmarks.haze_stats import MATCH_TOLERANCE, StatisticsSet, compare, median_gaps, plot
+    from evaluation.haze_stats import MATCH_TOLERANCE, StatisticsSet, compare, median_gaps, plot
 
     for folder in real_dirs:
         if not folder.is_dir():

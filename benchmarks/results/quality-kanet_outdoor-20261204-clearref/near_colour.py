@@ -9,8 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmarks.evaluate import find_reference, list_images, scene_index
-from benchmarks.quality import NearRegion, _lab
+from evaluation.evaluate import find_reference, list_images, scene_index
+from evaluation.quality import NearRegion, _lab
 from runtime.imagefile import read_image
 from runtime.images import fit_long_side
 

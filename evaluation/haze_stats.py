@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmarks.dcp import dark_channel, estimate_airlight
-from benchmarks.quality import local_contrast
+from evaluation.dcp import dark_channel, estimate_airlight
+from evaluation.quality import local_contrast
 from runtime.imagefile import read_image
 from runtime.sources import IMAGE_SUFFIXES
 

@@ -1,7 +1,7 @@
 """Dark channel prior dehazing (He, Sun and Tang, CVPR 2009 / TPAMI 2011): the classic baseline.
 
 Transmission refined with the guided filter (He et al., ECCV 2010), as in the TPAMI version's
-fast variant. Works on uint8 BGR frames, like the rest of the runtime; no torch.
+fast variant. Works on uint8 BGR frames, like the runtime; no torch.
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ import numpy as np
 from skimage.color import deltaE_ciede2000, rgb2lab
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from benchmarks.dcp import dark_channel, estimate_transmission
+from evaluation.dcp import dark_channel, estimate_transmission
 
 NO_REFERENCE = ("haze_density", "local_contrast", "colourfulness", "colour_shift")
 FULL_REFERENCE = ("psnr_db", "ssim", "ciede2000")

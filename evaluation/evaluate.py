@@ -15,7 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmarks.quality import FULL_REFERENCE, NO_REFERENCE, NearRegion, full_reference_scores, no_reference_scores
+from evaluation.pairing import pair_key
+from evaluation.quality import FULL_REFERENCE, NO_REFERENCE, NearRegion, full_reference_scores, no_reference_scores
 from runtime.errors import KanetError
 from runtime.images import fit_long_side
 from runtime.imagefile import read_image, write_image
@@ -77,14 +78,11 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def _scene(name: str) -> str:
-    # Imported here: `training` pulls in torch, and `kanet --help` imports this module.
-    from training.data import pair_key
-
     return pair_key(Path(name).stem)
 
 
 def scene_index(folder: Path) -> dict[str, Path]:
-    """The images in folder by scene, named as `kanet train` pairs them (training.data.pair_key)."""
+    """The images in folder by scene, matched as `kanet train` pairs them (evaluation.pairing.pair_key)."""
     index: dict[str, Path] = {}
     for path in _images(folder):
         index.setdefault(_scene(path.name), path)
