@@ -76,6 +76,14 @@ def load_backend(plan: Path, **kwargs):
     return EngineBackend(plan, read_manifest(plan), **kwargs)
 
 
+@pytest.fixture
+def backend(gpu_engine):
+    """The small max-shift engine loaded on GPU 0, closed after the test."""
+    loaded = load_backend(gpu_engine)
+    yield loaded
+    loaded.close()
+
+
 def test_build_for_sm90_with_tensorrt_rtx_says_install_full_tensorrt(tiny_onnx, tmp_path):
     pytest.importorskip("tensorrt_rtx")
     result = kanet("build", str(tiny_onnx), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
@@ -155,19 +163,15 @@ def test_device_frames_wait_on_the_stream_the_interface_names_else_the_legacy_de
 
 
 @pytest.mark.gpu
-def test_engine_waits_for_torch_work_on_the_legacy_default_stream(gpu_engine):
+def test_engine_waits_for_torch_work_on_the_legacy_default_stream(backend):
     torch = cuda_torch()
-    backend = load_backend(gpu_engine)
-    try:
-        pattern = np.random.default_rng(3).integers(0, 200, (1, 96, 96, 3), dtype=np.uint8)
-        source = torch.from_numpy(pattern).cuda()
-        frames = torch.zeros_like(source)
-        torch.cuda._sleep(200_000_000)  # keeps the default stream busy ~0.1 s: an unordered read sees zeros
-        frames.copy_(source)
-        out = backend.run_device(frames).to_host()
-        np.testing.assert_array_equal(out, max_shift(pattern))
-    finally:
-        backend.close()
+    pattern = np.random.default_rng(3).integers(0, 200, (1, 96, 96, 3), dtype=np.uint8)
+    source = torch.from_numpy(pattern).cuda()
+    frames = torch.zeros_like(source)
+    torch.cuda._sleep(200_000_000)  # keeps the default stream busy ~0.1 s: an unordered read sees zeros
+    frames.copy_(source)
+    out = backend.run_device(frames).to_host()
+    np.testing.assert_array_equal(out, max_shift(pattern))
 
 
 def test_device_frames_off_the_256_byte_grid_are_staged():
@@ -181,18 +185,14 @@ def test_device_frames_off_the_256_byte_grid_are_staged():
 
 
 @pytest.mark.gpu
-def test_engine_reads_a_misaligned_view_through_the_aligned_buffer(gpu_engine):
+def test_engine_reads_a_misaligned_view_through_the_aligned_buffer(backend):
     torch = cuda_torch()
-    backend = load_backend(gpu_engine)
-    try:
-        pattern = np.random.default_rng(4).integers(0, 200, (3, 56, 72, 3), dtype=np.uint8)
-        frames = torch.from_numpy(pattern).cuda()
-        view = frames[1:]  # 56 * 72 * 3 = 12096 bytes in: not a multiple of 256
-        assert view.data_ptr() % 256
-        np.testing.assert_array_equal(backend.run_device(view).to_host(), max_shift(pattern[1:]))
-        np.testing.assert_array_equal(backend.run_device(frames[0]).to_host(), max_shift(pattern[0]))
-    finally:
-        backend.close()
+    pattern = np.random.default_rng(4).integers(0, 200, (3, 56, 72, 3), dtype=np.uint8)
+    frames = torch.from_numpy(pattern).cuda()
+    view = frames[1:]  # 56 * 72 * 3 = 12096 bytes in: not a multiple of 256
+    assert view.data_ptr() % 256
+    np.testing.assert_array_equal(backend.run_device(view).to_host(), max_shift(pattern[1:]))
+    np.testing.assert_array_equal(backend.run_device(frames[0]).to_host(), max_shift(pattern[0]))
 
 
 def test_device_frames_must_lie_on_the_engines_gpu():
@@ -218,13 +218,9 @@ class _HostFrames:
 
 
 @pytest.mark.gpu
-def test_engine_refuses_host_memory_passed_as_device_frames(gpu_engine):
-    backend = load_backend(gpu_engine)
-    try:
-        with pytest.raises(DehazeError, match="host memory"):
-            backend.run_device(_HostFrames(np.zeros((64, 64, 3), np.uint8)))
-    finally:
-        backend.close()
+def test_engine_refuses_host_memory_passed_as_device_frames(backend):
+    with pytest.raises(DehazeError, match="host memory"):
+        backend.run_device(_HostFrames(np.zeros((64, 64, 3), np.uint8)))
 
 
 @pytest.mark.gpu
@@ -259,19 +255,15 @@ def test_out_of_gpu_memory_says_what_was_needed_and_what_to_change():
 
 
 @pytest.mark.gpu
-def test_activation_memory_follows_the_batch_shape_not_the_profile_maximum(gpu_engine):
-    backend = load_backend(gpu_engine)
-    try:
-        small = np.random.default_rng(6).integers(0, 200, (1, 48, 48, 3), dtype=np.uint8)
-        np.testing.assert_array_equal(backend.run(small)[0], max_shift(small))
-        after_small = backend.activation_bytes
-        assert after_small <= int(backend._engine.device_memory_size_v2)
-        large = np.random.default_rng(7).integers(0, 200, (2, 128, 128, 3), dtype=np.uint8)
-        np.testing.assert_array_equal(backend.run(large)[0], max_shift(large))
-        assert backend.activation_bytes >= after_small
-        np.testing.assert_array_equal(backend.run(small)[0], max_shift(small))  # grown memory serves small ones
-    finally:
-        backend.close()
+def test_activation_memory_follows_the_batch_shape_not_the_profile_maximum(backend):
+    small = np.random.default_rng(6).integers(0, 200, (1, 48, 48, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(backend.run(small)[0], max_shift(small))
+    after_small = backend.activation_bytes
+    assert after_small <= int(backend._engine.device_memory_size_v2)
+    large = np.random.default_rng(7).integers(0, 200, (2, 128, 128, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(backend.run(large)[0], max_shift(large))
+    assert backend.activation_bytes >= after_small
+    np.testing.assert_array_equal(backend.run(small)[0], max_shift(small))  # grown memory serves small ones
 
 
 def rtx_engine(gpu_engine: Path) -> Path:
