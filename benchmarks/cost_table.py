@@ -10,7 +10,7 @@ from runtime.frame_cost import TABLE, Point
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # the kinds of back-end runtime.frame_cost.backend_kind tells apart
-KINDS = (("onnxruntime", "cpu"), ("onnxruntime", "gpu"), ("tensorrt", "gpu"))
+KINDS = (("onnxruntime", "cpu"), ("onnxruntime", "gpu"), ("openvino", "cpu"), ("tensorrt", "gpu"))
 
 
 def measured(family: str, device: str, results: Path) -> tuple[list[Point], str] | None:

@@ -40,9 +40,11 @@ class Cost:
 
 
 def backend_kind(backend: str) -> tuple[str, str]:
-    """('onnxruntime' or 'tensorrt', 'cpu' or 'gpu') of a Dehazer's backend name."""
+    """('onnxruntime', 'openvino' or 'tensorrt', 'cpu' or 'gpu') of a Dehazer's backend name."""
     if backend.startswith("onnxruntime"):
         return "onnxruntime", "cpu" if backend.endswith("CPUExecutionProvider") else "gpu"
+    if backend.startswith("openvino"):  # "openvino 2026.4.1:CPU": the runtime compiles for the CPU only
+        return "openvino", "cpu"
     return "tensorrt", "gpu"
 
 

@@ -54,6 +54,14 @@ def test_without_figures_a_back_end_gets_the_advice_only():
     assert "no kanet bench results" in gpu and "--max-side 3840" in gpu
 
 
+def test_openvino_is_a_cpu_back_end_with_figures_of_its_own(tmp_path):
+    _results(tmp_path / "cpu-run", None, [("onnxruntime", 1000, 1000, 2000, 1000), ("openvino", 1000, 1000, 500, 250)])
+    table = table_from(tmp_path)
+    message = oversize_warning(2000, 2000, "openvino 2026.4.1:CPU", table)
+    assert "larger than the 2.1 MPix" in message  # the CPU's comfortable size, not a GPU's 8.3
+    assert estimate(2000, 2000, "openvino 2026.4.1:CPU", table).gib == pytest.approx(1000 / 1024)
+
+
 def test_frames_within_the_comfortable_size_get_no_warning():
     assert oversize_warning(1088, 1920, CPU, {}) is None
     assert oversize_warning(2160, 3840, "tensorrt 10.9.0", {}) is None
