@@ -153,3 +153,25 @@ def test_cli_without_openvino_installed_is_one_line(exported, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == ("kanet run: error: the openvino backend needs OpenVINO, which is not installed: "
                                      "pip install openvino")
+
+
+def test_ov_threads_reaches_the_compiled_model(frame_onnx, tmp_path):
+    from kanet.cli import build_parser
+    from kanet.commands._model import openvino_options
+
+    args = build_parser().parse_args(["run", "--model", str(frame_onnx), "--backend", "openvino", "--ov-threads", "1",
+                                      "--ov-cache", str(tmp_path / "cache"), "--source", "x.png"])
+    backend = OpenVinoBackend(frame_onnx, openvino_options(args))
+    assert backend._compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    backend.close()
+
+
+@pytest.mark.parametrize("flags, error", [
+    (["--ov-threads", "2"], "kanet run: error: --ov-threads 2 needs --backend openvino"),
+    (["--backend", "openvino", "--ov-threads", "0"], "kanet run: error: argument --ov-threads: expected"),
+])
+def test_cli_ov_threads_is_checked(exported, tmp_path, flags, error):
+    result = kanet("run", "--model", str(exported["dir"]), *flags, "--source", str(SAMPLES / "building1.png"),
+                   "--output", str(tmp_path / "out.png"))
+    assert result.returncode == 2 and result.stderr.startswith(error), result.stderr
+    assert not (tmp_path / "out.png").exists()

@@ -13,7 +13,7 @@ from runtime.devices import DEVICE_HELP
 from runtime.errors import KanetError
 from runtime.openvino_backend import PRECISIONS, OpenVinoOptions
 
-from kanet.cli import path_option
+from kanet.cli import number, path_option
 
 MODEL_HELP = ("engine (.plan with its .json manifest: TensorRT on a GPU), ONNX model (ONNX Runtime), or a "
               "`kanet export` folder (its engine where a GPU can run it, else its FP32 ONNX)")
@@ -41,21 +41,25 @@ def add_model_arguments(parser, model: str | None = MODEL_HELP, required: bool =
 
 
 def add_openvino_arguments(parser) -> None:
-    """--ov-precision and --ov-cache, read only with --backend openvino (see openvino_options)."""
+    """--ov-precision, --ov-threads and --ov-cache, read only with --backend openvino (see openvino_options)."""
     parser.add_argument("--ov-precision", choices=tuple(PRECISIONS),
                         help="--backend openvino: compute in fp32 (default) or bf16 (CPUs with AVX-512 BF16 or AMX; "
                              "others run fp32)")
+    parser.add_argument("--ov-threads", type=number(int, 1), metavar="N",
+                        help="--backend openvino: inference threads (default: OpenVINO's choice, every core)")
     parser.add_argument("--ov-cache", type=path_option, metavar="DIR",
                         help="--backend openvino: compiled-model cache, so a second start skips compiling "
                              "(default: openvino/ in the user cache folder, see --cache-dir)")
 
 
 def openvino_options(args) -> OpenVinoOptions | None:
-    """Dehazer.load's `openvino` argument from the parsed flags; --ov-precision without --backend openvino is an
-    error (it would be silently ignored)."""
+    """Dehazer.load's `openvino` argument from the parsed flags; --ov-precision or --ov-threads without --backend
+    openvino is an error (it would be silently ignored)."""
     if args.backend != "openvino":
-        if args.ov_precision:
-            raise KanetError(f"--ov-precision {args.ov_precision} needs --backend openvino")
+        given = [f"{flag} {value}" for flag, value in (("--ov-precision", args.ov_precision),
+                                                       ("--ov-threads", args.ov_threads)) if value]
+        if given:
+            raise KanetError(f"{' and '.join(given)} needs --backend openvino")
         return None
     cache = Path(args.ov_cache) if args.ov_cache else user_cache_dir() / "openvino"
-    return OpenVinoOptions(precision=args.ov_precision or "fp32", cache_dir=cache)
+    return OpenVinoOptions(precision=args.ov_precision or "fp32", cache_dir=cache, threads=args.ov_threads)
