@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("kanet.commands.eval", "score dehazing quality (PSNR/SSIM, haze density, contrast, colour) next to the dark channel prior"),
     "bench": ("kanet.commands.bench", "latency, throughput, memory and FLOPs of every backend side by side; JSON, Markdown, plot"),
     "demo": ("kanet.commands.demo", "the whole job on the project's checkpoint: export, engine, parity, dehaze photos and a clip, report"),
+    "triton": ("kanet.commands.triton", "a Triton Inference Server model repository (TensorRT plan, ONNX Runtime GPU and CPU models) from an export folder"),
     "doctor": ("kanet.commands.doctor", "what this machine can run: driver, GPUs, CUDA, TensorRT flavours, ONNX Runtime, the back-end chosen"),
 }
 

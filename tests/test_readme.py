@@ -80,8 +80,9 @@ def skip_reason(argv: list[str], piped: bool) -> str | None:
 
 
 def _placeholders(argv: list[str], checkpoint: Path) -> list[str]:
-    """CKPT, DIR, CLEAR, ... -> what the prepared folder holds; DIR by the flag it follows."""
-    by_flag = {"--model": "models", "--export-dir": "models", "--hazy": "photos", "--clear": "photos", "--out": "out"}
+    """CKPT, DIR, CLEAR, ... -> what the prepared folder holds; DIR by the flag (or command) it follows."""
+    by_flag = {"--model": "models", "--export-dir": "models", "--hazy": "photos", "--clear": "photos", "--out": "out",
+               "triton": "models"}
     out = []
     for i, token in enumerate(argv):
         if token == "CKPT":

@@ -66,7 +66,7 @@ def test_kanet_help_lists_the_subcommands_the_readme_documents():
     readme = (REPO / "README.md").read_text()
     block = readme.split("## The command", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     documented = {line.split()[1] for line in block.splitlines() if line.startswith("kanet ")} - {"--help", "--version"}
-    assert documented == {"info", "export", "build", "parity", "run", "synth", "train", "eval", "bench", "demo", "doctor"}
+    assert documented == {"info", "export", "build", "parity", "run", "synth", "train", "eval", "bench", "demo", "doctor", "triton"}
     out = subprocess.run([sys.executable, "-m", "kanet", "--help"], capture_output=True, text=True, check=True,
                          cwd=REPO)
     listed = {m.group(1) for m in re.finditer(r"^    (\w+)\s", out.stdout, re.M)}
