@@ -66,7 +66,8 @@ def onnx_frame_io(path: Path) -> FrameIO:
     for value in (inputs[0], graph.output[0]):
         tensor = value.type.tensor_type
         dims = [d.dim_value or -1 for d in tensor.shape.dim]
-        if tensor.elem_type != onnx.TensorProto.UINT8 or len(dims) != 4 or dims[-1] != 3:
+        # the exporter's output channel dimension is symbolic (a Cast's): 3 or unknown both do
+        if tensor.elem_type != onnx.TensorProto.UINT8 or len(dims) != 4 or dims[-1] not in (3, -1):
             raise TritonRepoError(f"{path}: {value.name} is not uint8 N x H x W x 3 frames (a tensor-I/O export?); "
                                   "Triton serves the frame-I/O models: kanet export CKPT --out DIR (default --io frames)")
     return FrameIO(inputs[0].name, graph.output[0].name)
