@@ -25,6 +25,7 @@ from runtime.cuda import device_count
 from runtime.imagefile import read_image, write_image
 from runtime.manifest import sha256_file
 from runtime.openvino_backend import OpenVinoOptions
+from runtime.summary import RunSummary
 
 from .bundled import DEFAULT_CHECKPOINT, SAMPLES
 
@@ -129,7 +130,7 @@ def photos_step(opts: DemoOptions, dehazer, log: DemoLog) -> tuple:
     return report, names
 
 
-def clip_step(opts: DemoOptions, dehazer, log: DemoLog) -> dict:
+def clip_step(opts: DemoOptions, dehazer, log: DemoLog) -> RunSummary:
     """Generate the hazy clip, then dehaze it through the runtime's pipeline, side by side."""
     from runtime.pipeline import Pipeline
     from runtime.sinks import sinks_for
@@ -141,11 +142,11 @@ def clip_step(opts: DemoOptions, dehazer, log: DemoLog) -> dict:
     sources = open_sources([str(hazy_clip)])
     pipeline = Pipeline(dehazer, sources, sinks_for(str(output), sources), batch=1, side_by_side=True)
     summary = log.timed("dehaze clip", pipeline.run)
-    (opts.out / "clip_run.json").write_text(json.dumps(summary, indent=2))
+    (opts.out / "clip_run.json").write_text(json.dumps(summary.to_json(), indent=2))
     return summary
 
 
-def write_summary(opts: DemoOptions, export: dict, parity: ParityReport, quality, clip: dict, backend: str,
+def write_summary(opts: DemoOptions, export: dict, parity: ParityReport, quality, clip: RunSummary, backend: str,
                   log: DemoLog) -> Path:
     from export.pipeline import EngineBuild
 
@@ -178,8 +179,8 @@ def write_summary(opts: DemoOptions, export: dict, parity: ParityReport, quality
     lines += ["", markdown_table(quality, "Quality on the sample photographs").replace("## ", "## ", 1),
               "![contact sheet](contact_sheet.png)", "",
               "## Sample clip", "",
-              f"`clip_hazy.mp4` -> `clip_dehazed.mp4` (side by side): {clip['frames_out']} of {clip['frames_in']} "
-              f"frames, {clip['fps']:.1f} frames/s end to end (decode + dehaze + encode).", "",
+              f"`clip_hazy.mp4` -> `clip_dehazed.mp4` (side by side): {clip.frames_out} of {clip.frames_in} "
+              f"frames, {clip.fps:.1f} frames/s end to end (decode + dehaze + encode).", "",
               "## Timings (this run)", "", "| step | seconds |", "| --- | ---: |"]
     lines += [f"| {step} | {seconds:.1f} |" for step, seconds in log.seconds.items()]
     path = opts.out / "summary.md"
