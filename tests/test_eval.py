@@ -136,6 +136,8 @@ def test_eval_command_writes_reports(tmp_path):
     assert report["means"]["dark channel prior"]["haze_density"] < report["means"]["hazy input"]["haze_density"]
     assert len(list((out / "dark channel prior").glob("*.png"))) == len(list(SAMPLES.glob("*.png")))
     assert "| dark channel prior |" in (out / "eval.md").read_text()
+    # stderr is a pipe here: whole progress lines, no carriage returns of a terminal bar (issue 18)
+    assert "\r" not in result.stderr and f"eval: {len(list(SAMPLES.glob('*.png')))}/" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("args, message", [

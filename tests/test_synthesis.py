@@ -109,6 +109,8 @@ def test_kanet_synth_writes_a_reproducible_paired_set(tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "a"), "--seed", "1"]) == 0
     assert main([*args, "--out", str(tmp_path / "b"), "--seed", "1"]) == 0
     assert main([*args, "--out", str(tmp_path / "c"), "--seed", "2"]) == 0
+    progress = capsys.readouterr().err  # not a terminal: whole lines, no carriage returns (issue 18)
+    assert "\r" not in progress and progress.count("synth: 5/5 pairs") == 3, progress
     out = tmp_path / "a"
     names = sorted(p.name for p in (out / "hazy").iterdir())
     assert len(names) == 5 and names == sorted(p.name for p in (out / "clear").iterdir())

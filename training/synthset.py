@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from evaluation.sheet import contact_sheet
 from runtime.imagefile import write_image
+from runtime.progress import progress as progress_bar
 
 from .data import Source, read_depth, read_rgb, write_rgb
 from .synthesis import HazeConfig, synthesize, to_uint8
@@ -40,8 +41,9 @@ def write_synthetic_set(sources: list[Source], out: str | Path, count: int, size
     out = Path(out)
     records, cells = [], []  # cells: (8-bit RGB image, label), clear then hazy, pair after pair
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "params.jsonl").open("w") as lines:
-        for i in tqdm(range(count), desc="synth", unit="pair", disable=not progress):
+    with (out / "params.jsonl").open("w") as lines, progress_bar(count, None if progress else False, "synth",
+                                                                "pair") as bar:
+        for i in range(count):
             source = sources[i % len(sources)]
             rng = np.random.default_rng([seed, i])
             depth = read_depth(source.depth) if source.depth else None
@@ -56,6 +58,7 @@ def write_synthetic_set(sources: list[Source], out: str | Path, count: int, size
             if len(cells) < 2 * SHEET_PAIRS:
                 cells += [(to_uint8(clear), f"{name[:5]} clear"),
                           (to_uint8(hazy), f"{name[:5]} beta {params['beta']:.2f}")]
+            bar.update(1)
     per_line = 2 * SHEET_COLUMNS
     sheet = contact_sheet([cells[i:i + per_line] for i in range(0, len(cells), per_line)], height=THUMB)
     write_image(out / "contact_sheet.png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))

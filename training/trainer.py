@@ -24,10 +24,10 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from runtime.devices import gpu_index, parse_device
 from runtime.errors import KanetError
+from runtime.progress import progress as progress_bar
 
 from . import config as config_io
 from .checkpoint import CheckpointError, check_state_dict, load_checkpoint, read_checkpoint, save_checkpoint
@@ -355,8 +355,8 @@ class Trainer:
                  "on" if self.reweighter else "off", self.step, cfg.steps)
         window: dict[str, Tensor] = {}
         window_steps, window_start = 0, time.perf_counter()
-        with _StopFlag() as stop, handle, tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step",
-                                               disable=not progress, dynamic_ncols=True) as bar:
+        with _StopFlag() as stop, handle, progress_bar(cfg.steps, None if progress else False, "train", "step",
+                                                       self.step) as bar:
             config_io.write(cfg, self.out / "config.yaml")
             for hazy, clear in self._loader():
                 values = self._train_step(hazy, clear)

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from runtime.progress import progress
 
     from kanet.bundled import DEFAULT_CHECKPOINT
     from kanet.demo import DemoOptions, run_demo
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                        clip_frames=args.clip_frames, backend=args.backend, device=choice.device, half=args.half,
                        cuda_unusable=bool(choice.note), cache_dir=args.cache_dir,
                        openvino=openvino_options(args))
-    with tqdm(desc="demo", unit="check") as bar:
+    with progress(None, desc="demo", unit="check") as bar:
         summary = run_demo(opts, bar)
     print(summary.read_text())
     print(f"demo written to {opts.out}/ (summary: {summary})")

@@ -54,14 +54,14 @@ def build_methods(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from runtime.progress import progress
 
     from evaluation.evaluate import evaluate, list_images, markdown_table
 
     out = Path(args.out)
     methods = build_methods(args)
     count = len(list_images(Path(args.hazy)))
-    with tqdm(total=count, desc="eval", unit="image") as bar:
+    with progress(count, desc="eval", unit="image") as bar:
         report = evaluate(Path(args.hazy), methods, Path(args.clear) if args.clear else None,
                           out if args.save_images else None, args.max_side, progress=bar.update)
     out.mkdir(parents=True, exist_ok=True)

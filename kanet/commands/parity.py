@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from runtime.progress import progress
 
     from export.parity import (Thresholds, close_candidates, compare_candidates, frame_cases, open_candidates,
                                write_report)
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = load_checkpoint(args.checkpoint)
         cases = frame_cases(photos=photos)
-        with tqdm(total=len(cases) * len(candidates), desc="parity", unit="check") as bar:
+        with progress(len(cases) * len(candidates), desc="parity", unit="check") as bar:
             report = compare_candidates(model, runners, cases, limits, progress=bar)
     finally:
         close_candidates(runners)
