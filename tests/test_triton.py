@@ -34,6 +34,8 @@ def linked_export(exported: dict, dest: Path, manifest_edit=None) -> Path:
     the engine manifest, e.g. to describe an engine of full TensorRT, which no CPU machine can build."""
     dest.mkdir()
     for path in exported["dir"].iterdir():
+        if not path.is_file():
+            continue  # folders other tests write into the shared export (e.g. a rebuilt engine's)
         if path.name == "kanet_fp16.json" and manifest_edit:
             doc = json.loads(path.read_text())
             manifest_edit(doc)
