@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from conftest import HAS_GPU, REPO, SAMPLES, SMALL
-from export import ExportError
 from export.engine import BuildOptions, import_tensorrt
 from export.onnx_export import attention_report
 from export.parity import Metrics, ParityReport, Thresholds, compare, failed_thresholds, frame_cases, run_parity
