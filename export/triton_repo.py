@@ -13,10 +13,11 @@ from pathlib import Path
 
 import onnx
 
-from export.engine import BuildOptions
 from runtime.artifacts import ExportFolder
-from runtime.errors import KanetError
 from runtime.manifest import EngineManifest, manifest_path, read_manifest
+
+from .engine import BuildOptions
+from .errors import ExportError
 
 TENSORRT_MODEL, ONNX_GPU_MODEL, ONNX_CPU_MODEL = "kanet_tensorrt", "kanet_onnx_gpu", "kanet_onnx_cpu"
 MODEL_NAMES = (TENSORRT_MODEL, ONNX_GPU_MODEL, ONNX_CPU_MODEL)
@@ -24,10 +25,6 @@ MODEL_NAMES = (TENSORRT_MODEL, ONNX_GPU_MODEL, ONNX_CPU_MODEL)
 # with costs little latency and lets concurrent streams share a call.
 MAX_QUEUE_DELAY_US = 2000
 DEFAULT_MAX_BATCH = BuildOptions().profile.max[0]  # what `kanet export` builds engines for
-
-
-class TritonRepoError(KanetError):
-    """The export folder or the repository folder cannot be used (one line, exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -56,34 +53,34 @@ class TritonRepository:
 
 
 def onnx_frame_io(path: Path) -> FrameIO:
-    """The input and output names of a frame-I/O ONNX (uint8 N x H x W x 3); TritonRepoError for anything else."""
+    """The input and output names of a frame-I/O ONNX (uint8 N x H x W x 3); ExportError for anything else."""
     graph = onnx.load(str(path), load_external_data=False).graph
     weights = {init.name for init in graph.initializer}
     inputs = [value for value in graph.input if value.name not in weights]
     if len(inputs) != 1 or len(graph.output) != 1:
-        raise TritonRepoError(f"{path}: {len(inputs)} inputs and {len(graph.output)} outputs; a frame-I/O export "
+        raise ExportError(f"{path}: {len(inputs)} inputs and {len(graph.output)} outputs; a frame-I/O export "
                               "has one of each")
     for value in (inputs[0], graph.output[0]):
         tensor = value.type.tensor_type
         dims = [d.dim_value or -1 for d in tensor.shape.dim]
         # the exporter's output channel dimension is symbolic (a Cast's): 3 or unknown both do
         if tensor.elem_type != onnx.TensorProto.UINT8 or len(dims) != 4 or dims[-1] not in (3, -1):
-            raise TritonRepoError(f"{path}: {value.name} is not uint8 N x H x W x 3 frames (a tensor-I/O export?); "
+            raise ExportError(f"{path}: {value.name} is not uint8 N x H x W x 3 frames (a tensor-I/O export?); "
                                   "Triton serves the frame-I/O models: kanet export CKPT --out DIR (default --io frames)")
     return FrameIO(inputs[0].name, graph.output[0].name)
 
 
 def engine_frame_io(manifest: EngineManifest, plan: Path) -> FrameIO:
-    """The engine's tensor names from its manifest; TritonRepoError unless it takes uint8 NHWC BGR frames."""
+    """The engine's tensor names from its manifest; ExportError unless it takes uint8 NHWC BGR frames."""
     io = manifest.io
     try:
         ends = [io[key] for key in ("input", "output")]
         if any(end["dtype"].upper() != "UINT8" or end["layout"] != "NHWC BGR" for end in ends):
-            raise TritonRepoError(f"{plan}: its manifest gives {ends[0]['dtype']} {ends[0]['layout']} in, not uint8 "
+            raise ExportError(f"{plan}: its manifest gives {ends[0]['dtype']} {ends[0]['layout']} in, not uint8 "
                                   "NHWC BGR frames (a tensor-I/O engine?); build one from the frame-I/O ONNX")
         return FrameIO(ends[0]["name"], ends[1]["name"])
     except (KeyError, TypeError, AttributeError):
-        raise TritonRepoError(f"{plan}: its manifest has no io names (input/output name, dtype, layout); "
+        raise ExportError(f"{plan}: its manifest has no io names (input/output name, dtype, layout); "
                               "rebuild the engine with `kanet build`") from None
 
 
@@ -113,16 +110,16 @@ def config_text(model: TritonModel, spatial: tuple[int, int] = (-1, -1), instanc
 def check_paths(export_dir: Path, out: Path, overwrite: bool) -> ExportFolder:
     folder = ExportFolder(export_dir)
     if not export_dir.is_dir() or not (folder.fp32_onnx.is_file() or folder.fp16_onnx.is_file()):
-        raise TritonRepoError(f"{export_dir}: not a `kanet export` folder (no {folder.fp32_onnx.name} or "
+        raise ExportError(f"{export_dir}: not a `kanet export` folder (no {folder.fp32_onnx.name} or "
                               f"{folder.fp16_onnx.name}); export first: kanet export CKPT --out {export_dir}")
     resolved_out, resolved_export = out.resolve(), export_dir.resolve()
     if resolved_out == resolved_export or resolved_export in resolved_out.parents:
-        raise TritonRepoError(f"{out}: the repository would lie inside the export folder {export_dir}; give a "
+        raise ExportError(f"{out}: the repository would lie inside the export folder {export_dir}; give a "
                               "folder outside it")
     if out.exists() and not out.is_dir():
-        raise TritonRepoError(f"{out}: exists and is not a folder")
+        raise ExportError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise TritonRepoError(f"{out}: exists and is not empty; --overwrite replaces the models and README.md "
+        raise ExportError(f"{out}: exists and is not empty; --overwrite replaces the models and README.md "
                               "kanet writes there (other entries are kept)")
     return folder
 

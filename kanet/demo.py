@@ -69,11 +69,10 @@ def export_step(opts: DemoOptions, log: DemoLog) -> dict:
     from export.pipeline import EngineBuild, export_checkpoint
 
     out = opts.out / "export"
-    summary_path = ExportFolder(out).record
+    folder = ExportFolder(out)
     sha = sha256_file(opts.checkpoint)
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        folder = ExportFolder(out)
+    if folder.record.is_file():
+        summary = json.loads(folder.record.read_text())
         files = [folder.fp32_onnx, folder.fp16_onnx, folder.engine("fp16")]
         if summary["checkpoint"]["sha256"] == sha and all(f.is_file() for f in files):
             log.notes["export"] = "reused (same checkpoint)"

@@ -38,9 +38,6 @@ class ExportFolder:
         """export.json: what was exported from which checkpoint, each FP32-kept node and why."""
         return self.path / "export.json"
 
-    def onnx(self, precision: str) -> Path:
-        return self.fp16_onnx if precision == "fp16" else self.fp32_onnx
-
     def engine(self, precision: str) -> Path:
         return self.path / f"kanet_{precision}.plan"
 
