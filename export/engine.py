@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 
+import onnx
+
 from runtime.artifacts import MIN_FRAME_SIZE
 from runtime.atomic import write_bytes
 from runtime.cuda import compute_capability, device_count
@@ -28,6 +30,7 @@ from runtime.trt import import_tensorrt as runtime_import_tensorrt
 from runtime.trt import rtx_unsupported
 
 from .errors import ExportError
+from .onnx_attention import recorded_attention_forms
 
 RTX_TARGETS = ("SM75", "SM80", "SM86", "SM89", "SM120")
 
@@ -72,7 +75,7 @@ class BuildOptions:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _network_flags(trt: ModuleType, flavour: str) -> int:
+def network_flags(trt: ModuleType, flavour: str) -> int:
     major = int(trt.__version__.split(".")[0])
     if flavour == "tensorrt" and major < 11:
         return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
@@ -81,7 +84,8 @@ def _network_flags(trt: ModuleType, flavour: str) -> int:
 
 def layer_precisions(network) -> dict:
     """Output types of the compute layers of a parsed network: the precision it will run in."""
-    compute = {"CONVOLUTION", "DECONVOLUTION", "MATRIX_MULTIPLY", "NORMALIZATION", "SOFTMAX", "REDUCE"}
+    compute = {"CONVOLUTION", "DECONVOLUTION", "MATRIX_MULTIPLY", "NORMALIZATION", "SOFTMAX", "REDUCE",
+               "ATTENTION_OUTPUT"}
     by_type: dict[str, dict[str, int]] = {}
     fp32_layers = []
     for i in range(network.num_layers):
@@ -99,7 +103,7 @@ def layer_precisions(network) -> dict:
 
 def parse_onnx(trt: ModuleType, flavour: str, onnx_path: Path, logger):
     builder = trt.Builder(logger)
-    network = builder.create_network(_network_flags(trt, flavour))
+    network = builder.create_network(network_flags(trt, flavour))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
@@ -215,6 +219,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
         onnx=FileRecord(str(onnx_path), onnx_sha), checkpoint_sha256=checkpoint_sha256,
         cache_key=options.key(onnx_sha, flavour, trt.__version__, targets), targets=targets,
         fp32_nodes=fp32_nodes or [], layer_precisions=layer_precisions(network),
+        attention_forms=recorded_attention_forms(onnx.load(str(onnx_path), load_external_data=False)),
         io={"input": _tensor_io(tensor_in, "NHWC BGR" if frames else "NCHW RGB [-1, 1]"),
             "output": _tensor_io(tensor_out, "NHWC BGR" if frames else "NCHW RGB [0, 1]")},
         builder={"workspace_gib": options.workspace_gib, "optimization_level": options.optimization_level,

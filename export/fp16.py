@@ -188,7 +188,7 @@ def convert_fp16(src: str | Path, dst: str | Path) -> dict:
     by_reason: dict[str, int] = {}
     for reason in kept.values():
         by_reason[reason] = by_reason.get(reason, 0) + 1
-    compute_ops = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+    compute_ops = {"Conv", "ConvTranspose", "MatMul", "Gemm", "Attention"}
     fp16_compute = sum(1 for n in model.graph.node if n.op_type in compute_ops and n.name not in kept)
     return {"path": str(dst), "fp32_nodes": kept, "fp32_by_reason": by_reason,
             "fp16_compute_nodes": fp16_compute, "total_nodes": len(model.graph.node)}

@@ -12,18 +12,23 @@ from training import KANet
 from training.models.layers import ATTENTION_FORMS, attention_export_form
 
 from .errors import ExportError
+from .onnx_attention import attention_report
 from .wrappers import IO_KINDS, IO_NAMES
 
 MIN_OPSET = 17  # LayerNormalization is one node from opset 17 on
 DEFAULT_OPSET = 17
+ATTENTION_OPSET = 23  # the Attention operator
 
 
 def export_onnx(model: KANet, path: str | Path, io: str = "frames", opset: int = DEFAULT_OPSET,
-                simplify: bool = True, attention: str = "multihead") -> dict:
+                simplify: bool = True, attention: str = "multihead",
+                native_attention: frozenset[tuple[int, int]] = frozenset(), metadata: dict[str, str] | None = None) -> dict:
     """Write the deployed graph to `path`; return what was checked.
 
     attention="multihead" writes each attention as com.microsoft.MultiHeadAttention (for ONNX
-    Runtime), "matmul" as the Q-scaled MatMul -> Softmax -> MatMul chain (for TensorRT).
+    Runtime); "tensorrt" as an opset-23 Attention node where its (heads, head size) is in
+    native_attention, elsewhere as the Q-scaled MatMul -> Softmax -> MatMul chain TensorRT fuses. `metadata` is kept in the
+    file's metadata_props.
 
     The TorchScript-based exporter is used: torch.export cannot yet prove the
     shape relations of a strided pyramid with a dynamic height and width
@@ -36,6 +41,8 @@ def export_onnx(model: KANet, path: str | Path, io: str = "frames", opset: int =
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is not supported: KA-Net needs opset >= {MIN_OPSET} "
                           "(LayerNormalization as one node, which TensorRT keeps in FP32)")
+    if native_attention and opset < ATTENTION_OPSET:
+        raise ExportError(f"opset {opset} has no Attention operator: it needs opset >= {ATTENTION_OPSET}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = IO_KINDS[io](model).eval()
@@ -44,7 +51,7 @@ def export_onnx(model: KANet, path: str | Path, io: str = "frames", opset: int =
     example = (torch.randint(0, 256, (2, 64, 80, 3), dtype=torch.uint8) if io == "frames"
                else torch.rand(2, 3, 64, 80) * 2 - 1)
     axes = {0: "batch", 1: "height", 2: "width"} if io == "frames" else {0: "batch", 2: "height", 3: "width"}
-    with warnings.catch_warnings(), torch.no_grad(), attention_export_form(attention):
+    with warnings.catch_warnings(), torch.no_grad(), attention_export_form(attention, native_attention):
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, (example,), str(path), input_names=[in_name], output_names=[out_name],
                           dynamic_axes={in_name: axes, out_name: axes}, opset_version=opset,
@@ -55,35 +62,8 @@ def export_onnx(model: KANet, path: str | Path, io: str = "frames", opset: int =
         graph = onnxslim.slim(graph)
     graph = onnx.shape_inference.infer_shapes(graph, strict_mode=True)
     onnx.checker.check_model(graph, full_check=True)
+    if metadata:
+        onnx.helper.set_model_props(graph, metadata)
     onnx.save(graph, str(path))
     return {"path": str(path), "io": io, "opset": opset, "simplified": simplify,
             "nodes": len(graph.graph.node), "attention": attention_report(graph)}
-
-
-def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
-    return {out: node for node in graph.node for out in node.output}
-
-
-def attention_report(model: onnx.ModelProto) -> dict:
-    """Count fused MultiHeadAttention nodes, MatMul -> Softmax -> MatMul chains and how many of
-    those scale Q before the first MatMul."""
-    graph = model.graph
-    producers = _producers(graph)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    chains = q_scaled = 0
-    for node in graph.node:
-        if node.op_type != "Softmax":
-            continue
-        first = producers.get(node.input[0])
-        after = consumers.get(node.output[0], [])
-        if first is None or first.op_type != "MatMul" or not any(n.op_type == "MatMul" for n in after):
-            continue
-        chains += 1
-        scale = producers.get(first.input[0])
-        if scale is not None and scale.op_type == "Mul":
-            q_scaled += 1
-    multihead = sum(1 for n in graph.node if (n.domain, n.op_type) == ("com.microsoft", "MultiHeadAttention"))
-    return {"multihead_attention": multihead, "softmax_chains": chains, "q_scaled_chains": q_scaled}

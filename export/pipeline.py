@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import onnx
@@ -12,12 +12,15 @@ import onnx
 from runtime.artifacts import ExportFolder
 from runtime.manifest import EngineManifest, read_manifest, sha256_file
 from training import CheckpointError, load_checkpoint
+from training.models.layers import attention_shapes
 
+from .attention_probe import AttentionForm, attention_forms, forms_metadata, native_shapes
 from .cache import engines_dir, user_cache_dir
 from .engine import BuildOptions, build_engine, cached_engine
 from .errors import ExportError
 from .fp16 import convert_fp16
-from .onnx_export import DEFAULT_OPSET, attention_report, export_onnx
+from .onnx_attention import attention_report
+from .onnx_export import ATTENTION_OPSET, DEFAULT_OPSET, export_onnx
 
 
 @dataclass
@@ -58,6 +61,15 @@ def engine_from_onnx(onnx_path: Path, out_dir: Path, options: BuildOptions, cach
     return EngineBuild(manifest, reused)
 
 
+def _engine_source(model, path: Path, forms: list[AttentionForm], io: str, opset: int, simplify: bool) -> dict:
+    """The FP32 graph an engine (or the FP16 engine source) is made from, attention written as `forms` say."""
+    native = native_shapes(forms)
+    summary = export_onnx(model, path, io=io, opset=max(opset, ATTENTION_OPSET) if native else opset,
+                          simplify=simplify, attention="tensorrt", native_attention=native,
+                          metadata=forms_metadata(forms))
+    return {**summary, "attention_forms": [asdict(f) for f in forms]}
+
+
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, io: str = "frames", precision: str = "fp16",
                       opset: int = DEFAULT_OPSET, options: BuildOptions = BuildOptions(),
                       cache_dir: str | Path | None = None, engine: bool = True, simplify: bool = True) -> dict:
@@ -74,21 +86,26 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, io: str = "fr
     folder = ExportFolder(out_dir)
     fp32_path, fp16_path = folder.fp32_onnx, folder.fp16_onnx
     summary = {"checkpoint": {"path": str(checkpoint), "sha256": sha256_file(checkpoint)}}
-    # ONNX Runtime gets fused MultiHeadAttention; engines are built from the MatMul-chain form that
-    # TensorRT fuses (it cannot parse com.microsoft ops), kept only when an FP32 engine needs it.
+    # ONNX Runtime gets fused MultiHeadAttention; engine sources get what this TensorRT builds natively (an
+    # opset-23 Attention node where a probe engine built, the Q-scaled chain it fuses elsewhere): it cannot
+    # parse com.microsoft ops.
     summary["onnx_fp32"] = export_onnx(model, fp32_path, io=io, opset=opset, simplify=simplify)
+    shapes, probes = attention_shapes(model), user_cache_dir(cache_dir)
     with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
-        keep_chain = engine and precision == "fp32"
-        chain_path = folder.tensorrt_onnx if keep_chain else Path(scratch) / "chain.onnx"
-        chain = export_onnx(model, chain_path, io=io, opset=opset, simplify=simplify, attention="matmul")
-        if keep_chain:
-            summary["onnx_fp32_tensorrt"] = chain
-        fp16 = convert_fp16(chain_path, fp16_path)
+        fp32_source = Path(scratch) / "engine_source_fp32.onnx"
+        fp16_forms = attention_forms(shapes, "fp16", options, probes)
+        written = _engine_source(model, fp32_source, fp16_forms, io, opset, simplify)
+        fp16 = convert_fp16(fp32_source, fp16_path)
         summary["onnx_fp16"] = {k: v for k, v in fp16.items() if k != "fp32_nodes"}
-        summary["onnx_fp16"]["attention"] = chain["attention"]
+        # counted before conversion: the Casts around FP32-kept Softmaxes would hide the chains
+        summary["onnx_fp16"]["attention"] = written["attention"]
+        summary["onnx_fp16"]["attention_forms"] = written["attention_forms"]
         summary["fp32_nodes"] = fp16["fp32_nodes"]
+        if engine and precision == "fp32":
+            fp32_forms = attention_forms(shapes, "fp32", options, probes)
+            summary["onnx_fp32_tensorrt"] = _engine_source(model, folder.tensorrt_onnx, fp32_forms, io, opset, simplify)
         if engine:
-            source = fp16_path if precision == "fp16" else chain_path
+            source = fp16_path if precision == "fp16" else folder.tensorrt_onnx
             kept = sorted(fp16["fp32_nodes"]) if precision == "fp16" else []
             summary["engine"] = engine_from_onnx(source, out_dir, options, cache_dir, precision, kept,
                                                  summary["checkpoint"]["sha256"]).to_json()

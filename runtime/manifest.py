@@ -56,6 +56,7 @@ class EngineManifest:
     targets: list[str] = field(default_factory=list)  # compute capabilities, or ["current"]
     fp32_nodes: list[str] = field(default_factory=list)
     layer_precisions: dict = field(default_factory=dict)
+    attention_forms: list = field(default_factory=list)  # per (heads, head size): native layer or chain, and why
     io: dict = field(default_factory=dict)
     builder: dict = field(default_factory=dict)
     build_seconds: float | None = None
@@ -67,6 +68,7 @@ class EngineManifest:
                 "checkpoint": {"sha256": self.checkpoint_sha256},
                 "onnx": asdict(self.onnx) if self.onnx else None, "cache_key": self.cache_key,
                 "precision": self.precision, "fp32_nodes": self.fp32_nodes, "layer_precisions": self.layer_precisions,
+                "attention_forms": self.attention_forms,
                 "io": self.io, "profiles": [asdict(p) for p in self.profiles], "tensorrt": asdict(self.tensorrt),
                 "targets": {"compute_capabilities": self.targets}, "builder": self.builder,
                 "build_seconds": self.build_seconds, "host": self.host, "built_at": self.built_at}
@@ -90,6 +92,7 @@ class EngineManifest:
                 checkpoint_sha256=(doc.get("checkpoint") or {}).get("sha256"), cache_key=doc.get("cache_key"),
                 targets=(doc.get("targets") or {}).get("compute_capabilities", []),
                 fp32_nodes=doc.get("fp32_nodes", []), layer_precisions=doc.get("layer_precisions", {}),
+                attention_forms=doc.get("attention_forms", []),
                 io=doc.get("io", {}), builder=doc.get("builder", {}), build_seconds=doc.get("build_seconds"),
                 host=doc.get("host", {}), built_at=doc.get("built_at"))
         except (AttributeError, KeyError, TypeError) as exc:

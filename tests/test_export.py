@@ -14,7 +14,9 @@ import torch
 
 from conftest import HAS_GPU, REPO, SAMPLES, SMALL
 from export.engine import BuildOptions, import_tensorrt
-from export.onnx_export import attention_report
+from export.attention_probe import attention_forms
+from export.onnx_attention import attention_report, recorded_attention_forms
+from export.onnx_export import export_onnx
 from export.parity import Metrics, ParityReport, Thresholds, compare, failed_thresholds, frame_cases, run_parity
 from export.pipeline import engine_from_onnx, export_checkpoint
 from runtime.manifest import TensorRTBuild, incompatibility, read_manifest, sha256_file
@@ -35,11 +37,11 @@ def test_fp32_onnx_structure(exported):
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
     assert dims == ["batch", "height", "width", 3]
     onnx.checker.check_model(model, full_check=True)
-    # ONNX Runtime's model: every attention fused, no score matrix; the engine source keeps the chains
+    # ONNX Runtime's model: every attention fused, no score matrix; the FP16 engine source: TensorRT's Attention
     assert attention_report(model) == exported["summary"]["onnx_fp32"]["attention"] == \
-        {"multihead_attention": 14, "softmax_chains": 0, "q_scaled_chains": 0}
+        {"multihead_attention": 14, "onnx_attention": 0, "softmax_chains": 0, "q_scaled_chains": 0}
     assert exported["summary"]["onnx_fp16"]["attention"] == \
-        {"multihead_attention": 0, "softmax_chains": 14, "q_scaled_chains": 14}
+        {"multihead_attention": 0, "onnx_attention": 14, "softmax_chains": 0, "q_scaled_chains": 0}
     assert "MultiHeadAttention" not in {n.op_type for n in _graph(exported["dir"] / "kanet_fp16.onnx").graph.node}
 
 
@@ -52,8 +54,9 @@ def test_export_prints_a_short_summary_and_keeps_the_details_in_export_json(chec
         size = (out / name).stat().st_size
         assert row[1:3] == (f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB").split()
     assert f"FP16 ONNX, engine source, {len(summary['fp32_nodes'])} nodes kept FP32" in exported["stdout"]
-    assert lines[-1].startswith("attention: 14 MultiHeadAttention nodes for ONNX Runtime; engine sources: "
-                                "14 of 14 MatMul -> Softmax -> MatMul chains scale Q first")
+    assert lines[-1] == ("attention: 14 MultiHeadAttention nodes for ONNX Runtime; FP16 engine source: 14 "
+                         "Attention nodes (TensorRT's attention layer, where a probe engine built), 0 Q-scaled "
+                         "MatMul -> Softmax -> MatMul chains")
     assert "{" not in exported["stdout"]  # the reasons dict stays in export.json
     assert len(json.loads((out / "export.json").read_text())["fp32_nodes"]) == len(summary["fp32_nodes"])
 
@@ -95,10 +98,11 @@ def test_fp16_onnx_keeps_sensitive_ops_in_fp32(exported):
     by_op: dict[str, set[int]] = {}
     for node in model.graph.node:
         by_op.setdefault(node.op_type, set()).add(types.get(node.input[0]))
-    for op in ("LayerNormalization", "Softmax", "ReduceMean", "Cos"):
+    for op in ("LayerNormalization", "ReduceMean", "Cos"):
         assert by_op[op] == {onnx.TensorProto.FLOAT}, op
-    assert by_op["MatMul"] == {onnx.TensorProto.FLOAT16}
-    assert exported["summary"]["onnx_fp16"]["fp16_compute_nodes"] >= 170
+    assert by_op["MatMul"] == by_op["Attention"] == {onnx.TensorProto.FLOAT16}  # softmax is inside Attention
+    assert "Softmax" not in by_op
+    assert exported["summary"]["onnx_fp16"]["fp16_compute_nodes"] >= 160  # 14 Attention nodes hold 28 MatMuls
     reasons = set(exported["summary"]["fp32_nodes"].values())
     assert any("LayerNorm" in r or "mean/variance" in r for r in reasons)
 
@@ -119,13 +123,53 @@ def test_engine_and_manifest(exported):
     assert on_disk["format"] == "kanet-engine-manifest" and manifest.to_json() == on_disk
 
 
+def test_engine_source_attention_forms_are_probed_and_recorded(exported):
+    """Every (heads, head size) of KA-Net builds as TensorRT-RTX's FP16 attention layer for SM89; the reason
+    travels in the ONNX metadata into export.json and the engine manifest."""
+    source = _graph(exported["dir"] / "kanet_fp16.onnx")
+    assert max(o.version for o in source.opset_import if o.domain in ("", "ai.onnx")) == 23
+    forms = exported["summary"]["onnx_fp16"]["attention_forms"]
+    assert recorded_attention_forms(source) == forms == read_manifest(exported["dir"] / "kanet_fp16.plan").attention_forms
+    assert sorted((f["heads"], f["head_size"], f["blocks"]) for f in forms) == [
+        (1, 64, 2), (1, 128, 1), (2, 64, 2), (2, 160, 1), (2, 256, 1), (4, 80, 2), (4, 128, 2), (8, 64, 3)]
+    _, flavour = import_tensorrt()
+    assert all(f["native"] and f["why"].startswith(f"built by {flavour} ") and f["why"].endswith("fp16 for SM89")
+               for f in forms)
+
+
+def test_attention_probe_finds_forms_without_a_kernel_and_caches_its_answers(tmp_path):
+    options = BuildOptions(SMALL.profile, compute_capabilities=("SM89",))
+    forms = attention_forms([(1, 64), (1, 7), (1, 64)], "fp16", options, tmp_path)
+    assert [(f.heads, f.head_size, f.blocks, f.native) for f in forms] == [(1, 64, 2, True), (1, 7, 1, False)]
+    assert "not supported by a dedicated kernel" in forms[1].why
+    cached = json.loads((tmp_path / "attention_probes.json").read_text())
+    assert len(cached) == 2
+    key = next(k for k in cached if "head_size=64" in k)
+    cached[key] = "an answer only the cache holds"  # a second call reads the cache instead of building
+    (tmp_path / "attention_probes.json").write_text(json.dumps(cached))
+    again = attention_forms([(1, 64)], "fp16", options, tmp_path)
+    assert not again[0].native and again[0].why.endswith("an answer only the cache holds")
+
+
+def test_mixed_attention_forms_compute_the_same_frames(model, tmp_path):
+    """Attention nodes for some blocks, chains for the rest: ONNX Runtime gives PyTorch's frames."""
+    path = tmp_path / "mixed.onnx"
+    written = export_onnx(model, path, opset=23, attention="tensorrt", native_attention=frozenset({(8, 64), (1, 64)}))
+    assert written["attention"] == {"multihead_attention": 0, "onnx_attention": 5, "softmax_chains": 9,
+                                    "q_scaled_chains": 9}
+    frames = np.random.default_rng(3).integers(0, 256, (2, 61, 90, 3), dtype=np.uint8)
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"frames": frames})[0]
+    assert np.abs(out.astype(int) - frames_reference(model, frames).astype(int)).max() <= 1
+
+
 def test_engine_layers_fp16_except_kept_islands(exported):
     precisions = read_manifest(exported["dir"] / "kanet_fp16.plan").layer_precisions
     by_type = precisions["by_type"]
     assert set(by_type["MATRIX_MULTIPLY"]) == {"HALF"}
     assert set(by_type["DECONVOLUTION"]) == {"HALF"}
     assert by_type["CONVOLUTION"]["FLOAT"] == 3 and by_type["CONVOLUTION"]["HALF"] >= 60
-    assert set(by_type["NORMALIZATION"]) == set(by_type["SOFTMAX"]) == {"FLOAT"}
+    assert set(by_type["NORMALIZATION"]) == {"FLOAT"}
+    assert by_type["ATTENTION_OUTPUT"] == {"HALF": 14} and "SOFTMAX" not in by_type  # TensorRT's attention layer
     kept = set(exported["summary"]["fp32_nodes"])
     assert all(name in kept for name in precisions["fp32_layers"]), "an FP32 layer outside the kept islands"
 
@@ -378,6 +422,11 @@ def test_fp32_engine_is_built_from_the_kept_chain_model(checkpoint, tmp_path):
                                 cache_dir=tmp_path / "cache")
     chain = tmp_path / "out" / "kanet_fp32_tensorrt.onnx"
     assert attention_report(_graph(chain)) == summary["onnx_fp32_tensorrt"]["attention"] == \
-        {"multihead_attention": 0, "softmax_chains": 14, "q_scaled_chains": 14}
+        {"multihead_attention": 0, "onnx_attention": 0, "softmax_chains": 14, "q_scaled_chains": 14}
+    # TensorRT-RTX has no FP32 attention kernel: the probe says so, and the chains stay
+    forms = summary["onnx_fp32_tensorrt"]["attention_forms"]
+    assert sum(f["blocks"] for f in forms) == 14 and not any(f["native"] for f in forms)
+    assert all("not built by tensorrt_rtx" in f["why"] and "fp32 for SM89" in f["why"] for f in forms)
     manifest = read_manifest(tmp_path / "out" / "kanet_fp32.plan")
+    assert manifest.attention_forms == forms
     assert manifest.onnx.sha256 == sha256_file(chain) and manifest.precision == "fp32"

@@ -47,7 +47,7 @@ def _size(path: Path) -> str:
 def describe_export(summary: dict, out: Path) -> str:
     """A few lines for a person: each file with its size and role; the details stay in export.json."""
     from export.pipeline import EngineBuild
-    fused, chains = summary["onnx_fp32"]["attention"], summary["onnx_fp16"]["attention"]
+    fused, native = summary["onnx_fp32"]["attention"], summary["onnx_fp16"]["attention"]
     rows = [(Path(summary["onnx_fp32"]["path"]), "FP32 ONNX for ONNX Runtime"),
             (Path(summary["onnx_fp16"]["path"]), f"FP16 ONNX, engine source, {len(summary['fp32_nodes'])} nodes kept FP32")]
     if "onnx_fp32_tensorrt" in summary:
@@ -63,7 +63,7 @@ def describe_export(summary: dict, out: Path) -> str:
     width = max(len(path.name) for path, _ in rows)
     lines = [f"exported {summary['checkpoint']['path']} to {out}/"]
     lines += [f"  {path.name:{width}s}  {_size(path):>10s}  {what}" for path, what in rows]
-    lines.append(f"attention: {fused['multihead_attention']} MultiHeadAttention nodes for ONNX Runtime; "
-                 f"engine sources: {chains['q_scaled_chains']} of {chains['softmax_chains']} "
-                 "MatMul -> Softmax -> MatMul chains scale Q first (the form TensorRT fuses)")
+    lines.append(f"attention: {fused['multihead_attention']} MultiHeadAttention nodes for ONNX Runtime; FP16 engine "
+                 f"source: {native['onnx_attention']} Attention nodes (TensorRT's attention layer, where a probe engine "
+                 f"built), {native['q_scaled_chains']} Q-scaled MatMul -> Softmax -> MatMul chains")
     return "\n".join(lines)

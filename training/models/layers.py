@@ -19,24 +19,33 @@ def image_to_tokens(x: Tensor) -> Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
-# How attention is written into an ONNX export: "matmul" (Mul(Q, scale) -> MatMul -> Softmax -> MatMul,
-# the chain TensorRT fuses) or "multihead" (one com.microsoft.MultiHeadAttention node, ONNX Runtime's
-# fused kernel, which never materialises the score matrix).
-ATTENTION_FORMS = ("matmul", "multihead")
-_export_form = "matmul"
+# How attention is written into an ONNX export: "multihead" (one com.microsoft.MultiHeadAttention node,
+# ONNX Runtime's fused kernel, which never materialises the score matrix) or "tensorrt" (one opset-23
+# Attention node, TensorRT's attention layer, for the (heads, head size) pairs named native; elsewhere the
+# Mul(Q, scale) -> MatMul -> Softmax -> MatMul chain TensorRT fuses, since it builds that layer only where
+# it has a dedicated kernel).
+ATTENTION_FORMS = ("multihead", "tensorrt")
+_export_form: tuple[str, frozenset[tuple[int, int]]] = ("tensorrt", frozenset())
 
 
 @contextmanager
-def attention_export_form(form: str) -> Iterator[None]:
-    """Export every attention in `form` while the context is open."""
+def attention_export_form(form: str, native: frozenset[tuple[int, int]] = frozenset()) -> Iterator[None]:
+    """Export every attention in `form` while the context is open; `native`: the (heads, head size) pairs
+    the "tensorrt" form writes as Attention nodes."""
     global _export_form
     if form not in ATTENTION_FORMS:
         raise ValueError(f"attention form must be one of {ATTENTION_FORMS}, got {form!r}")
-    previous, _export_form = _export_form, form
+    previous, _export_form = _export_form, (form, frozenset(native))
     try:
         yield
     finally:
         _export_form = previous
+
+
+def attention_shapes(model: nn.Module) -> list[tuple[int, int]]:
+    """(heads, head size) of every attention block in `model`, in module order."""
+    return [(m.num_heads, m.q.out_features // m.num_heads) for m in model.modules()
+            if hasattr(m, "num_heads") and isinstance(getattr(m, "q", None), nn.Linear)]
 
 
 class _MultiHeadAttention(torch.autograd.Function):
@@ -59,16 +68,33 @@ class _MultiHeadAttention(torch.autograd.Function):
         return out
 
 
+class _OnnxAttention(torch.autograd.Function):
+    """softmax(q k^T * scale) v on (B, heads, S, d) tensors; exported as one opset-23 Attention node."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+
+    @staticmethod
+    def symbolic(g, q, k, v, scale: float):
+        out = g.op("Attention", q, k, v, scale_f=scale)
+        out.setType(q.type())  # (B, heads, S_q, d), as Q
+        return out
+
+
 def scaled_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     """softmax(q k^T * scale) v over (B, heads, S, d) tensors.
 
-    In the "matmul" export form Q is scaled before the first MatMul, the
-    MatMul -> Softmax -> MatMul chain that TensorRT fuses into one
-    flash-attention kernel. Eager PyTorch takes its own fused kernel.
+    In the "tensorrt" export form, outside its native pairs, Q is scaled before
+    the first MatMul: the MatMul -> Softmax -> MatMul chain that TensorRT fuses
+    into one flash-attention kernel. Eager PyTorch takes its own fused kernel.
     """
     if not torch.onnx.is_in_onnx_export():
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
-    if _export_form == "matmul":
+    form, native = _export_form
+    if form == "tensorrt":
+        if (int(q.shape[1]), int(q.shape[3])) in native:
+            return _OnnxAttention.apply(q, k, v, float(scale))
         return torch.matmul(torch.softmax(torch.matmul(q * scale, k.transpose(-2, -1)), dim=-1), v)
     batch, heads, queries, _ = q.shape
 
