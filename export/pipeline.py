@@ -44,7 +44,7 @@ def engine_from_onnx(onnx_path: Path, out_dir: Path, options: BuildOptions, cach
     options.profile.validate()
     if attention_report(onnx.load(str(onnx_path), load_external_data=False))["multihead_attention"]:
         raise ExportError(f"{onnx_path}: holds com.microsoft.MultiHeadAttention, the ONNX Runtime form, which "
-                          "TensorRT cannot parse; build from kanet_fp16.onnx, or from kanet_fp32_tensorrt.onnx "
+                          "TensorRT cannot parse; build from kanet_fp16_tensorrt.onnx, or from kanet_fp32_tensorrt.onnx "
                           "(written by `kanet export --precision fp32`)")
     target = ExportFolder(out_dir).engine(precision)
     engines = engines_dir(user_cache_dir(cache_dir))
@@ -70,6 +70,16 @@ def _engine_source(model, path: Path, forms: list[AttentionForm], io: str, opset
     return {**summary, "attention_forms": [asdict(f) for f in forms]}
 
 
+def _fp16_summary(converted: dict, unconverted: dict) -> dict:
+    """What convert_fp16 did, with the attention counted before conversion (the Casts around FP32-kept
+    Softmaxes would hide the chains)."""
+    summary = {k: v for k, v in converted.items() if k != "fp32_nodes"}
+    summary["attention"] = unconverted["attention"]
+    if "attention_forms" in unconverted:
+        summary["attention_forms"] = unconverted["attention_forms"]
+    return summary
+
+
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, io: str = "frames", precision: str = "fp16",
                       opset: int = DEFAULT_OPSET, options: BuildOptions = BuildOptions(),
                       cache_dir: str | Path | None = None, engine: bool = True, simplify: bool = True) -> dict:
@@ -84,30 +94,27 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, io: str = "fr
         raise ExportError(str(exc)) from None
     out_dir.mkdir(parents=True, exist_ok=True)
     folder = ExportFolder(out_dir)
-    fp32_path, fp16_path = folder.fp32_onnx, folder.fp16_onnx
     summary = {"checkpoint": {"path": str(checkpoint), "sha256": sha256_file(checkpoint)}}
-    # ONNX Runtime gets fused MultiHeadAttention; engine sources get what this TensorRT builds natively (an
-    # opset-23 Attention node where a probe engine built, the Q-scaled chain it fuses elsewhere): it cannot
-    # parse com.microsoft ops.
-    summary["onnx_fp32"] = export_onnx(model, fp32_path, io=io, opset=opset, simplify=simplify)
+    # ONNX Runtime's models (FP32 for the CPU, FP16 for its CUDA provider) carry fused MultiHeadAttention;
+    # the engine sources what this TensorRT builds natively (an opset-23 Attention node where a probe engine
+    # built, the Q-scaled chain it fuses elsewhere): it cannot parse com.microsoft ops.
+    summary["onnx_fp32"] = export_onnx(model, folder.fp32_onnx, io=io, opset=opset, simplify=simplify)
+    summary["onnx_fp16"] = _fp16_summary(convert_fp16(folder.fp32_onnx, folder.fp16_onnx), summary["onnx_fp32"])
     shapes, probes = attention_shapes(model), user_cache_dir(cache_dir)
     with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
-        fp32_source = Path(scratch) / "engine_source_fp32.onnx"
-        fp16_forms = attention_forms(shapes, "fp16", options, probes)
-        written = _engine_source(model, fp32_source, fp16_forms, io, opset, simplify)
-        fp16 = convert_fp16(fp32_source, fp16_path)
-        summary["onnx_fp16"] = {k: v for k, v in fp16.items() if k != "fp32_nodes"}
-        # counted before conversion: the Casts around FP32-kept Softmaxes would hide the chains
-        summary["onnx_fp16"]["attention"] = written["attention"]
-        summary["onnx_fp16"]["attention_forms"] = written["attention_forms"]
-        summary["fp32_nodes"] = fp16["fp32_nodes"]
-        if engine and precision == "fp32":
-            fp32_forms = attention_forms(shapes, "fp32", options, probes)
-            summary["onnx_fp32_tensorrt"] = _engine_source(model, folder.tensorrt_onnx, fp32_forms, io, opset, simplify)
-        if engine:
-            source = fp16_path if precision == "fp16" else folder.tensorrt_onnx
-            kept = sorted(fp16["fp32_nodes"]) if precision == "fp16" else []
-            summary["engine"] = engine_from_onnx(source, out_dir, options, cache_dir, precision, kept,
-                                                 summary["checkpoint"]["sha256"]).to_json()
+        unconverted = Path(scratch) / "engine_source_fp32.onnx"
+        written = _engine_source(model, unconverted, attention_forms(shapes, "fp16", options, probes), io, opset,
+                                 simplify)
+        source_fp16 = convert_fp16(unconverted, folder.engine_source("fp16"))
+    summary["onnx_fp16_tensorrt"] = _fp16_summary(source_fp16, written)
+    summary["fp32_nodes"] = source_fp16["fp32_nodes"]  # the FP16 engine's kept islands, cited by its manifest
+    if engine and precision == "fp32":
+        summary["onnx_fp32_tensorrt"] = _engine_source(model, folder.engine_source("fp32"),
+                                                       attention_forms(shapes, "fp32", options, probes), io, opset,
+                                                       simplify)
+    if engine:
+        kept = sorted(source_fp16["fp32_nodes"]) if precision == "fp16" else []
+        summary["engine"] = engine_from_onnx(folder.engine_source(precision), out_dir, options, cache_dir, precision,
+                                             kept, summary["checkpoint"]["sha256"]).to_json()
     folder.record.write_text(json.dumps(summary, indent=2))
     return summary

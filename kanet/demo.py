@@ -160,8 +160,8 @@ def write_summary(opts: DemoOptions, export: dict, parity: ParityReport, quality
         f"Checkpoint `{opts.checkpoint.name}` (sha256 {export['checkpoint']['sha256'][:12]}), "
         f"dehazing back-end here: **{backend}**.", "",
         "## Artifacts", "",
-        f"- ONNX: `export/kanet_fp32.onnx`, `export/kanet_fp16.onnx` "
-        f"({len(export['fp32_nodes'])} nodes kept FP32 in the FP16 graph)",
+        f"- ONNX: `export/kanet_fp32.onnx`, `export/kanet_fp16.onnx` (ONNX Runtime), "
+        f"`export/kanet_fp16_tensorrt.onnx` (engine source, {len(export['fp32_nodes'])} nodes kept FP32)",
         f"- Engine: `export/kanet_fp16.plan` ({engine.tensorrt.flavour} {engine.tensorrt.version}, "
         f"{engine.engine.bytes / 2**20:.0f} MiB, targets {', '.join(engine.targets)}, "
         f"profile {profile.min} .. {profile.max}; {log.notes.get('export', '')})",

@@ -25,13 +25,13 @@ class ExportFolder:
 
     @property
     def fp16_onnx(self) -> Path:
-        """The mixed-precision FP16 model (plain attention: also what FP16 engines are built from)."""
+        """The mixed-precision FP16 model for ONNX Runtime (MultiHeadAttention; its CUDA provider)."""
         return self.path / "kanet_fp16.onnx"
 
-    @property
-    def tensorrt_onnx(self) -> Path:
-        """The FP32 model with plain attention, for TensorRT (kept with --keep-chain)."""
-        return self.path / "kanet_fp32_tensorrt.onnx"
+    def engine_source(self, precision: str) -> Path:
+        """What an engine of `precision` is built from: attention in the forms TensorRT builds (FP16 always
+        written; FP32 with an FP32 engine)."""
+        return self.path / f"kanet_{precision}_tensorrt.onnx"
 
     @property
     def record(self) -> Path:

@@ -40,21 +40,23 @@ def test_fp32_onnx_structure(exported):
     # ONNX Runtime's model: every attention fused, no score matrix; the FP16 engine source: TensorRT's Attention
     assert attention_report(model) == exported["summary"]["onnx_fp32"]["attention"] == \
         {"multihead_attention": 14, "onnx_attention": 0, "softmax_chains": 0, "q_scaled_chains": 0}
-    assert exported["summary"]["onnx_fp16"]["attention"] == \
+    assert exported["summary"]["onnx_fp16"]["attention"] == exported["summary"]["onnx_fp32"]["attention"]
+    assert exported["summary"]["onnx_fp16_tensorrt"]["attention"] == \
         {"multihead_attention": 0, "onnx_attention": 14, "softmax_chains": 0, "q_scaled_chains": 0}
-    assert "MultiHeadAttention" not in {n.op_type for n in _graph(exported["dir"] / "kanet_fp16.onnx").graph.node}
+    assert "MultiHeadAttention" not in {n.op_type for n in _graph(exported["dir"] / "kanet_fp16_tensorrt.onnx").graph.node}
 
 
 def test_export_prints_a_short_summary_and_keeps_the_details_in_export_json(checkpoint, exported):
     out, summary = exported["dir"], exported["summary"]
     lines = exported["stdout"].splitlines()
-    assert lines[0] == f"exported {checkpoint} to {out}/" and len(lines) == 7, exported["stdout"]
-    for name in ("kanet_fp32.onnx", "kanet_fp16.onnx", "kanet_fp16.plan", "kanet_fp16.json", "export.json"):
+    assert lines[0] == f"exported {checkpoint} to {out}/" and len(lines) == 8, exported["stdout"]
+    for name in ("kanet_fp32.onnx", "kanet_fp16.onnx", "kanet_fp16_tensorrt.onnx", "kanet_fp16.plan", "kanet_fp16.json",
+                 "export.json"):
         row = next(line.split() for line in lines if line.split()[0] == name)
         size = (out / name).stat().st_size
         assert row[1:3] == (f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB").split()
     assert f"FP16 ONNX, engine source, {len(summary['fp32_nodes'])} nodes kept FP32" in exported["stdout"]
-    assert lines[-1] == ("attention: 14 MultiHeadAttention nodes for ONNX Runtime; FP16 engine source: 14 "
+    assert lines[-1] == ("attention: 14 MultiHeadAttention nodes per ONNX Runtime model; FP16 engine source: 14 "
                          "Attention nodes (TensorRT's attention layer, where a probe engine built), 0 Q-scaled "
                          "MatMul -> Softmax -> MatMul chains")
     assert "{" not in exported["stdout"]  # the reasons dict stays in export.json
@@ -91,18 +93,26 @@ def test_fp32_tensor_onnx_matches_pytorch(model, tensor_onnx, shape):
     assert np.abs(out - ref).max() <= 1e-4
 
 
-def test_fp16_onnx_keeps_sensitive_ops_in_fp32(exported):
-    model = onnx.shape_inference.infer_shapes(_graph(exported["dir"] / "kanet_fp16.onnx"))
+def _input_types_by_op(path: Path) -> dict[str, set[int]]:
+    model = onnx.shape_inference.infer_shapes(_graph(path))
     types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.input]}
     types.update({i.name: i.data_type for i in model.graph.initializer})
     by_op: dict[str, set[int]] = {}
     for node in model.graph.node:
         by_op.setdefault(node.op_type, set()).add(types.get(node.input[0]))
-    for op in ("LayerNormalization", "ReduceMean", "Cos"):
-        assert by_op[op] == {onnx.TensorProto.FLOAT}, op
-    assert by_op["MatMul"] == by_op["Attention"] == {onnx.TensorProto.FLOAT16}  # softmax is inside Attention
-    assert "Softmax" not in by_op
-    assert exported["summary"]["onnx_fp16"]["fp16_compute_nodes"] >= 160  # 14 Attention nodes hold 28 MatMuls
+    return by_op
+
+
+def test_fp16_onnx_keeps_sensitive_ops_in_fp32(exported):
+    for name, attention in (("kanet_fp16_tensorrt.onnx", "Attention"), ("kanet_fp16.onnx", "MultiHeadAttention")):
+        by_op = _input_types_by_op(exported["dir"] / name)
+        for op in ("LayerNormalization", "ReduceMean", "Cos"):
+            assert by_op[op] == {onnx.TensorProto.FLOAT}, (name, op)
+        assert by_op[attention] == {onnx.TensorProto.FLOAT16}, name  # softmax runs inside the attention node
+        # None: after a com.microsoft node, which ONNX shape inference cannot type
+        assert onnx.TensorProto.FLOAT16 in by_op["MatMul"] <= {onnx.TensorProto.FLOAT16, None}, name
+        assert "Softmax" not in by_op
+    assert exported["summary"]["onnx_fp16_tensorrt"]["fp16_compute_nodes"] >= 160  # 14 Attention nodes hold 28 MatMuls
     reasons = set(exported["summary"]["fp32_nodes"].values())
     assert any("LayerNorm" in r or "mean/variance" in r for r in reasons)
 
@@ -112,7 +122,7 @@ def test_engine_and_manifest(exported):
     manifest = read_manifest(plan)
     assert manifest.engine.sha256 == sha256_file(plan)
     assert plan.read_bytes()[:1] != b"{"  # pure plan: metadata lives in the sidecar
-    assert manifest.onnx.sha256 == sha256_file(exported["dir"] / "kanet_fp16.onnx")
+    assert manifest.onnx.sha256 == sha256_file(exported["dir"] / "kanet_fp16_tensorrt.onnx")
     assert manifest.precision == "fp16" and manifest.targets == ["SM89"]
     assert manifest.io["input"] == {"name": "frames", "dtype": "UINT8", "layout": "NHWC BGR"}
     assert manifest.profiles[0].max == [2, 128, 160]
@@ -126,9 +136,9 @@ def test_engine_and_manifest(exported):
 def test_engine_source_attention_forms_are_probed_and_recorded(exported):
     """Every (heads, head size) of KA-Net builds as TensorRT-RTX's FP16 attention layer for SM89; the reason
     travels in the ONNX metadata into export.json and the engine manifest."""
-    source = _graph(exported["dir"] / "kanet_fp16.onnx")
+    source = _graph(exported["dir"] / "kanet_fp16_tensorrt.onnx")
     assert max(o.version for o in source.opset_import if o.domain in ("", "ai.onnx")) == 23
-    forms = exported["summary"]["onnx_fp16"]["attention_forms"]
+    forms = exported["summary"]["onnx_fp16_tensorrt"]["attention_forms"]
     assert recorded_attention_forms(source) == forms == read_manifest(exported["dir"] / "kanet_fp16.plan").attention_forms
     assert sorted((f["heads"], f["head_size"], f["blocks"]) for f in forms) == [
         (1, 64, 2), (1, 128, 1), (2, 64, 2), (2, 160, 1), (2, 256, 1), (4, 80, 2), (4, 128, 2), (8, 64, 3)]
@@ -181,7 +191,7 @@ def test_export_caches_the_engine_in_the_user_cache_folder_and_leaves_the_workin
 
 
 def test_engine_cache_reuses_and_rebuilds(exported):
-    fp16 = exported["dir"] / "kanet_fp16.onnx"
+    fp16 = exported["dir"] / "kanet_fp16_tensorrt.onnx"
     again = engine_from_onnx(fp16, exported["dir"] / "again", SMALL, exported["cache"], "fp16", [])
     assert again.reused_from_cache
     changed = BuildOptions(SMALL.profile, SMALL.workspace_gib, 1, SMALL.compute_capabilities)
@@ -203,10 +213,10 @@ def test_incompatible_engine_message_says_how_to_rebuild(exported):
 def test_parity_passes_fp32_and_fp16_on_random_and_real_frames(model, exported):
     cases = frame_cases(photos=SAMPLES)
     assert sum(name.startswith("photo_") for name, _ in cases) == 7
-    candidates = {"fp32": (exported["dir"] / "kanet_fp32.onnx", "fp32"), "fp16": (exported["dir"] / "kanet_fp16.onnx", "fp16")}
+    candidates = {name: (exported["dir"] / f"kanet_{name}.onnx", name[:4]) for name in ("fp32", "fp16", "fp16_tensorrt")}
     report = run_parity(model, candidates, cases)
     assert report.passed, [r for r in report.results if r.failures]
-    assert {r.candidate for r in report.results} == {"fp32", "fp16"}
+    assert {r.candidate for r in report.results} == {"fp32", "fp16", "fp16_tensorrt"}
 
 
 def test_parity_flags_a_model_that_differs(model, exported):
@@ -347,7 +357,8 @@ def test_cli_export_without_engine_ignores_the_engine_flags(checkpoint, tmp_path
     # parsing, like any other malformed option (tests/test_errors.py)
     assert main(["export", str(checkpoint), "--out", str(out), "--no-engine", "--opt", "1x2000x2000",
                  "--max", "1x64x64"]) == 0, capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "kanet_fp16.onnx", "kanet_fp32.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "kanet_fp16.onnx", "kanet_fp16_tensorrt.onnx",
+                                                     "kanet_fp32.onnx"]
 
 
 def test_build_rejects_a_missing_onnx(tmp_path):
@@ -359,7 +370,7 @@ def test_build_refuses_the_onnx_runtime_model_and_names_the_engine_sources(expor
     result = _kanet("build", str(exported["dir"] / "kanet_fp32.onnx"), "--out", str(tmp_path))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "kanet_fp32.onnx: holds com.microsoft.MultiHeadAttention" in result.stderr
-    assert "kanet_fp16.onnx" in result.stderr and "kanet_fp32_tensorrt.onnx" in result.stderr
+    assert "kanet_fp16_tensorrt.onnx" in result.stderr and "kanet_fp32_tensorrt.onnx" in result.stderr
 
 
 @pytest.mark.skipif(HAS_GPU, reason="checks the message shown on machines without a GPU")
@@ -376,7 +387,7 @@ def test_parity_runs_the_engine_through_the_runtime(model, exported, tmp_path):
     """FP16 engine (built for this GPU) against PyTorch FP32; a case beyond the profile is skipped, not tiled."""
     _, flavour = import_tensorrt()
     options = BuildOptions(SMALL.profile, compute_capabilities=("current",) if flavour == "tensorrt_rtx" else ())
-    manifest = engine_from_onnx(exported["dir"] / "kanet_fp16.onnx", tmp_path, options, tmp_path / "cache", "fp16", []).manifest
+    manifest = engine_from_onnx(exported["dir"] / "kanet_fp16_tensorrt.onnx", tmp_path, options, tmp_path / "cache", "fp16", []).manifest
     cases = frame_cases(sizes=((1, 96, 128), (2, 75, 101), (1, 200, 200)))
     report = run_parity(model, {"engine": (Path(manifest.engine.path), "fp16")}, cases)
     assert report.passed, report.results
@@ -391,7 +402,7 @@ def test_engine_runs_on_gpu_and_matches_onnx(exported, tmp_path):
 
     trt, _ = import_tensorrt()
     options = BuildOptions(SMALL.profile, compute_capabilities=("current",) if _ == "tensorrt_rtx" else ())
-    manifest = engine_from_onnx(exported["dir"] / "kanet_fp16.onnx", tmp_path, options, tmp_path / "cache", "fp16", []).manifest
+    manifest = engine_from_onnx(exported["dir"] / "kanet_fp16_tensorrt.onnx", tmp_path, options, tmp_path / "cache", "fp16", []).manifest
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(Path(manifest.engine.path).read_bytes())
     assert engine is not None
     context = engine.create_execution_context()
@@ -415,6 +426,19 @@ def test_engine_runs_on_gpu_and_matches_onnx(exported, tmp_path):
     ref = session.run(None, {"frames": frames})[0]
     metrics = compare(ref, out)
     assert metrics.nonfinite == 0 and metrics.psnr_db >= 45 and metrics.within_2_steps >= 0.99
+
+
+@pytest.mark.gpu
+def test_fp16_multihead_onnx_runs_on_the_cuda_provider(model, exported):
+    """kanet_fp16.onnx (FP16 MultiHeadAttention) on ONNX Runtime's CUDA provider matches PyTorch FP32."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)")
+    session = ort.InferenceSession(str(exported["dir"] / "kanet_fp16.onnx"), providers=["CUDAExecutionProvider"])
+    assert session.get_providers()[0] == "CUDAExecutionProvider"
+    frames = np.random.default_rng(5).integers(0, 256, (2, 97, 131, 3), dtype=np.uint8)
+    out = session.run(None, {"frames": frames})[0]
+    metrics = compare(frames_reference(model, frames), out)
+    assert metrics.nonfinite == 0 and metrics.psnr_db >= 45 and metrics.within_2_steps >= 0.99, metrics
 
 
 def test_fp32_engine_is_built_from_the_kept_chain_model(checkpoint, tmp_path):

@@ -265,7 +265,7 @@ def small_engine(frame_onnx, tmp_path_factory) -> Path:
     targets = ("current",) if flavour == "tensorrt_rtx" and device_count() else ("SM89",)
     out = tmp_path_factory.mktemp("engine")
     options = BuildOptions(Profile((1, 48, 48), (1, 64, 80), (2, 96, 128)), compute_capabilities=targets)
-    build = engine_from_onnx(frame_onnx.parent / "kanet_fp16.onnx", out, options, out / "cache", "fp16", [])
+    build = engine_from_onnx(frame_onnx.parent / "kanet_fp16_tensorrt.onnx", out, options, out / "cache", "fp16", [])
     return Path(build.manifest.engine.path)
 
 

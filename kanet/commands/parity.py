@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", type=path_option, action="append", default=[], metavar="PATH",
                         help="engine (.plan with its manifest) to check (repeatable); needs an NVIDIA GPU")
     parser.add_argument("--export-dir", type=path_option, metavar="DIR",
-                        help="check DIR/kanet_fp32.onnx, DIR/kanet_fp16.onnx and, on a GPU machine, DIR/kanet_*.plan")
+                        help="check DIR/kanet_fp32.onnx, DIR/kanet_fp16.onnx, the engine source DIR/kanet_fp16_tensorrt.onnx "
+                             "(on ONNX Runtime) and, on a GPU machine, DIR/kanet_*.plan")
     parser.add_argument("--backend", choices=("auto", "onnxruntime", "openvino"), default="auto",
                         help="what runs the ONNX models: ONNX Runtime's CPU provider (auto, default) or OpenVINO "
                              "(the FP32 ONNX only; --export-dir then checks kanet_fp32.onnx at --ov-precision)")
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         (engines if model.suffix in ENGINE_SUFFIXES else paths).append(model)
     if args.export_dir:
         folder = ExportFolder(Path(args.export_dir))
-        paths += [folder.fp32_onnx] + ([] if openvino else [folder.fp16_onnx])
+        paths += [folder.fp32_onnx] + ([] if openvino else [folder.fp16_onnx, folder.engine_source("fp16")])
         found = folder.engines()
         if found and not gpus:
             print(f"kanet parity: {', '.join(map(str, found))} not checked: running an engine needs an NVIDIA GPU"
