@@ -73,7 +73,7 @@ def export_step(opts: DemoOptions, log: DemoLog) -> dict:
     sha = sha256_file(opts.checkpoint)
     if folder.record.is_file():
         summary = json.loads(folder.record.read_text())
-        files = [folder.fp32_onnx, folder.fp16_onnx, folder.engine("fp16")]
+        files = [folder.fp32_onnx, folder.fp16_onnx, folder.engine_source("fp16"), folder.engine("fp16")]
         if summary["checkpoint"]["sha256"] == sha and all(f.is_file() for f in files):
             log.notes["export"] = "reused (same checkpoint)"
             return summary
