@@ -16,6 +16,9 @@ from .backend import HostBackend
 from .errors import DehazeError
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # ours -> OpenVINO's INFERENCE_PRECISION_HINT
+# latency: one request uses every core (a single stream); throughput: OpenVINO splits the cores into streams
+# and a batch's frames run as parallel requests, one per frame
+MODES = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 RUNS_AS = {"f32": "fp32", "bf16": "bf16"}
 
 
@@ -36,10 +39,13 @@ class OpenVinoOptions:
     precision: str = "fp32"             # fp32 | bf16 (a CPU without BF16 runs FP32; .precision says which ran)
     threads: int | None = None          # None: OpenVINO's default (every core)
     cache_dir: Path | None = None       # OpenVINO's compiled-model cache; None: compile on every load
+    mode: str = "latency"               # latency | throughput (see MODES)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise DehazeError(f"OpenVINO precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.mode not in MODES:
+            raise DehazeError(f"OpenVINO mode {self.mode!r}: choose one of {', '.join(MODES)}")
         if self.threads is not None and self.threads < 1:
             raise DehazeError(f"OpenVINO threads {self.threads}: must be at least 1")
 
@@ -48,7 +54,7 @@ def compile_cpu(path: Path, options: OpenVinoOptions):
     """(openvino module, the model compiled for OpenVINO's CPU plugin as `options` say)."""
     ov = import_openvino()
     core = ov.Core()
-    config = {"INFERENCE_PRECISION_HINT": PRECISIONS[options.precision], "PERFORMANCE_HINT": "LATENCY"}
+    config = {"INFERENCE_PRECISION_HINT": PRECISIONS[options.precision], "PERFORMANCE_HINT": MODES[options.mode]}
     if options.threads is not None:
         config["INFERENCE_NUM_THREADS"] = options.threads
     if options.cache_dir is not None:
@@ -80,12 +86,27 @@ class OpenVinoBackend(HostBackend):
                               "(a tensor-I/O export, for analysis?); export a frame-I/O model for the runtime: "
                               "kanet export CKPT --out DIR (default --io frames)")
         self._request = self._compiled.create_infer_request()
+        self._queue = None
+        if options.mode == "throughput":
+            requests = self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+            self._queue = ov.AsyncInferQueue(self._compiled, requests)
         self.precision = runs_as(self._compiled)
-        self.name = backend_name(ov)
+        self.name = backend_name(ov) + (f" x{requests} requests" if self._queue else "")
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        return self._request.infer({0: batch})[0]
+        if self._queue is None or len(batch) == 1:
+            return self._request.infer({0: batch})[0]
+        out = np.empty_like(batch)
+
+        def done(request, index: int) -> None:
+            out[index] = request.get_output_tensor(0).data[0]
+
+        self._queue.set_callback(done)
+        for index in range(len(batch)):
+            self._queue.start_async({0: batch[index:index + 1]}, index)
+        self._queue.wait_all()
+        return out
 
     def close(self) -> None:
-        self._request = None
+        self._request = self._queue = None
         self._compiled = None

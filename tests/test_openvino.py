@@ -48,6 +48,17 @@ def test_loads_the_export_folder_with_its_multihead_attention_and_matches_onnx_r
     assert np.abs(out.astype(int) - reference).max() <= 1
 
 
+def test_throughput_mode_runs_a_batch_as_parallel_requests_with_the_same_frames(frame_onnx):
+    frames = np.random.default_rng(4).integers(0, 256, (3, 61, 90, 3), dtype=np.uint8)
+    latency = OpenVinoBackend(frame_onnx, OpenVinoOptions())
+    throughput = OpenVinoBackend(frame_onnx, OpenVinoOptions(mode="throughput"))
+    assert latency.name.endswith(":CPU") and " requests" in throughput.name
+    assert np.array_equal(throughput.run(frames)[0], latency.run(frames)[0])  # each frame in its own request
+    assert np.array_equal(throughput.run(frames[:1])[0], latency.run(frames[:1])[0])
+    latency.close()
+    throughput.close()
+
+
 def test_bf16_hint_runs_what_the_cpu_has(frame_onnx):
     backend = OpenVinoBackend(frame_onnx, OpenVinoOptions(precision="bf16", threads=1))
     assert backend.precision == BF16_RUNS_AS
@@ -163,12 +174,25 @@ def test_ov_threads_reaches_the_compiled_model(frame_onnx, tmp_path):
                                       "--ov-cache", str(tmp_path / "cache"), "--source", "x.png"])
     backend = OpenVinoBackend(frame_onnx, openvino_options(args))
     assert backend._compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert str(backend._compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"  # --batch 1
     backend.close()
+
+
+@pytest.mark.parametrize("flags, mode", [(["--batch", "4"], "throughput"), (["--batch", "4", "--ov-mode", "latency"],
+                                                                              "latency"), ([], "latency")])
+def test_ov_mode_follows_the_batch_unless_given(frame_onnx, flags, mode):
+    from kanet.cli import build_parser
+    from kanet.commands._model import openvino_options
+
+    args = build_parser().parse_args(["run", "--model", str(frame_onnx), "--backend", "openvino", *flags,
+                                      "--source", "x.png"])
+    assert openvino_options(args).mode == mode
 
 
 @pytest.mark.parametrize("flags, error", [
     (["--ov-threads", "2"], "kanet run: error: --ov-threads 2 needs --backend openvino"),
     (["--backend", "openvino", "--ov-threads", "0"], "kanet run: error: argument --ov-threads: expected"),
+    (["--ov-mode", "throughput"], "kanet run: error: --ov-mode throughput needs --backend openvino"),
 ])
 def test_cli_ov_threads_is_checked(exported, tmp_path, flags, error):
     result = kanet("run", "--model", str(exported["dir"]), *flags, "--source", str(SAMPLES / "building1.png"),
