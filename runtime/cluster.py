@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import uuid
 import warnings
 from collections import deque
 from collections.abc import Iterator
@@ -111,8 +112,11 @@ class ClusterRun:
 
         slots = plan_workers(cluster_nodes(), self._workers_wanted, use_gpus=self._model.device != "cpu")
         remote = ray.remote(Worker)
+        run = uuid.uuid4().hex[:8]
         for i, slot in enumerate(slots):
-            actor = remote.options(num_cpus=slot.cpus, num_gpus=slot.gpus, max_concurrency=2,
+            # named kanet-RUN-worker-N, so `ray.get_actor` finds a run's workers (to inspect one, or to kill it)
+            actor = remote.options(name=f"kanet-{run}-worker-{i + 1}", num_cpus=slot.cpus, num_gpus=slot.gpus,
+                                   max_concurrency=2,
                                    scheduling_strategy=NodeAffinitySchedulingStrategy(slot.node.id, soft=False)
                                    ).remote(self._model, slot.threads, self._options.cwd)
             self._workers.append(_Worker(f"worker-{i + 1}", slot, actor, time.perf_counter()))
@@ -146,7 +150,11 @@ class ClusterRun:
                 here = ray.get_runtime_context().get_node_id()
                 self._parts = [_Part(Work(i, s, k, node_id=here if isinstance(s, Camera) else None))
                                for i, (s, k) in enumerate(zip(self._sources, self._sinks))]
-                self._schedule()
+                try:
+                    self._schedule()
+                finally:  # free the cluster's resources now, not when the handles are collected
+                    for worker in self._workers:
+                        ray.kill(worker.actor)
         finally:
             self.summary = self._summary(time.perf_counter() - started if started else 0.0)
             self.summary.cluster = self._address

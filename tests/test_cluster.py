@@ -126,3 +126,50 @@ def test_workers_are_planned_per_gpu_per_cores_or_as_asked():
     assert [(s.cpus, s.threads) for s in plan_workers([cpu2], workers=3)] == [(0.6666, 1)] * 3
     assert [s.gpus for s in plan_workers([gpu2], workers=4)] == [0.5] * 4
     assert [s.describe() for s in plan_workers([cpu8, gpu2], use_gpus=False, workers=2)] == ["8 CPU", "16 CPU"]
+
+
+def _kill_when_busy(worker: str, after_frames: int) -> threading.Thread:
+    """A thread that finds the run's `worker` (actors are named kanet-RUN-worker-N) and kills it once it has
+    written `after_frames` frames of its work (real death: the process ends, its work in flight is lost)."""
+    def kill() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                     if a["name"].endswith(f"-{worker}")]
+            if names:
+                actor = ray.get_actor(names[0])
+                try:
+                    if ray.get(actor.progress.remote()) >= after_frames:
+                        ray.kill(actor)
+                        return
+                except ray.exceptions.RayError:
+                    return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=kill, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_worker_killed_mid_run_has_its_work_redone_elsewhere(cluster, frame_onnx, tmp_path, capsys, caplog):
+    """worker-1 is killed while it dehazes its clip: the clip is started again on worker-2, and both outputs
+    are the single-process run's, every frame once (nothing lost, nothing left over from the dead worker)."""
+    clips = [make_clip(tmp_path / f"{name}.mp4", 60, audio=False) for name in ("first", "second")]
+    sources = [a for clip in clips for a in ("--source", str(clip))]
+    assert main(["run", "--model", str(frame_onnx), *sources, "--output", str(tmp_path / "single")]) == 0
+    killer = _kill_when_busy("worker-1", after_frames=5)
+    code = main(["run", "--model", str(frame_onnx), *sources, "--output", str(tmp_path / "cluster"),
+                 "--cluster", "auto", "--workers", "2", "--summary", str(tmp_path / "s.json")])
+    killer.join(timeout=10)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    expected = _pngs(tmp_path / "single")
+    assert len(expected) == 120 and _pngs(tmp_path / "cluster") == expected
+    summary = json.loads((tmp_path / "s.json").read_text())
+    workers = {w["worker"]: w for w in summary["workers"]}
+    assert workers["worker-1"]["died"] and not workers["worker-2"]["died"]
+    redone = [s for s in summary["sources"] if s["parts"][0]["reruns"]]
+    assert len(redone) == 1 and redone[0]["parts"][0]["worker"] == "worker-2"
+    assert redone[0]["errors"][0].startswith("worker-1 on ") and " died (" in redone[0]["errors"][0]
+    assert (summary["frames_in"], summary["frames_out"], summary["status"]) == (120, 120, "ok")
+    assert any("started again on another worker (1/2)" in r.getMessage() for r in caplog.records)
