@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import time
 import uuid
 import warnings
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .backend import Timings
 from .cluster_plan import Node, Slot, plan_workers
 from .cluster_worker import Done, ModelSpec, PipelineOptions, Work, Worker
 from .errors import DehazeError, KanetError
 from .progress import progress
-from .sinks import Sink
-from .sources import Camera, Source
+from .segments import PacketIndex, Segment, join, parts_folder, segment_count, segment_sink
+from .sinks import ImageFolder, Sink
+from .sinks import VideoFile as VideoSink
+from .sources import Camera, Source, VideoFile
 from .summary import InferenceStats, PartReport, RunSummary, SourceReport, WorkerReport
 
 log = logging.getLogger("runtime")
@@ -103,6 +107,7 @@ class ClusterRun:
         self._parts: list[_Part] = []
         self._workers: list[_Worker] = []
         self._interrupted = False
+        self._join_error: KanetError | None = None
         self.summary: RunSummary | None = None
 
     # -- workers ---------------------------------------------------------------------------
@@ -147,14 +152,14 @@ class ClusterRun:
                 self._start_workers()
                 self._check_live_sources()
                 started = time.perf_counter()  # as a single-process run, the time after the model is loaded
-                here = ray.get_runtime_context().get_node_id()
-                self._parts = [_Part(Work(i, s, k, node_id=here if isinstance(s, Camera) else None))
-                               for i, (s, k) in enumerate(zip(self._sources, self._sinks))]
+                self._parts = self._plan_parts(ray.get_runtime_context().get_node_id())
                 try:
                     self._schedule()
                 finally:  # free the cluster's resources now, not when the handles are collected
                     for worker in self._workers:
                         ray.kill(worker.actor)
+                self._join_segments()
+            self._raise_first_error()
         finally:
             self.summary = self._summary(time.perf_counter() - started if started else 0.0)
             self.summary.cluster = self._address
@@ -189,11 +194,60 @@ class ClusterRun:
                         worker.actor.stop.remote()
         finally:
             bar.close()
+
+    def _raise_first_error(self) -> None:
+        """An error that ended a piece of work (an output that cannot be written) ends the run, as it would a
+        single-process one, once every other piece is done."""
         first = next((p.done for p in self._parts if p.done and p.done.error), None)
         if first is not None:
             error = KanetError(first.error)
             error.exit_status = first.exit_status
             raise error
+        if self._join_error is not None:
+            raise self._join_error
+
+    # -- segments --------------------------------------------------------------------------
+    def _plan_parts(self, here: str) -> list[_Part]:
+        """A part per source, or per segment of a video file long enough to share (runtime.segments); a camera
+        stays on the machine kanet runs on."""
+        indexes = {i: PacketIndex.read(s.spec) for i, s in enumerate(self._sources) if self._splittable(i)}
+        for i, index in indexes.items():
+            if index is not None:  # mkv and others carry no frame count: the packets give it
+                self._sources[i].expected = len(index.times)
+        total = sum(len(x.times) for x in indexes.values() if x is not None)
+        parts = []
+        for i, (source, sink) in enumerate(zip(self._sources, self._sinks)):
+            index = indexes.get(i)
+            spans = index.spans(segment_count(len(index.times), total, len(self._workers))) if index else []
+            if len(spans) < 2:
+                parts.append(_Part(Work(i, source, sink, node_id=here if isinstance(source, Camera) else None)))
+                continue
+            for span in spans:
+                segment = Segment(source, span)
+                parts.append(_Part(Work(i, segment, segment_sink(sink, segment), segment=span.index)))
+        return parts
+
+    def _splittable(self, i: int) -> bool:
+        source, sink = self._sources[i], self._sinks[i]
+        return (isinstance(source, VideoFile) and source.stats.status != "failed" and len(self._workers) > 1
+                and not self._options.max_frames and isinstance(sink, (VideoSink, ImageFolder)))
+
+    def _join_segments(self) -> None:
+        """Each split video output joined from its parts once all are written; a source with a part that failed
+        gets no output (its parts are removed)."""
+        for i, sink in enumerate(self._sinks):
+            parts = [p for p in self._parts if p.work.source_index == i and p.work.segment is not None]
+            if not parts or not isinstance(sink, VideoSink):
+                continue
+            reports = [p.done.summary.sources[0] if p.done else None for p in parts]
+            if self._interrupted or any(r is None or r.status != "ok" or r.output is None for r in reports):
+                shutil.rmtree(parts_folder(sink), ignore_errors=True)
+                continue
+            try:
+                join(sink, [Path(r.output) for r in reports], sum(r.frames_out for r in reports))
+            except KanetError as exc:
+                shutil.rmtree(parts_folder(sink), ignore_errors=True)
+                self._join_error = self._join_error or exc
 
     def _running(self) -> list[_Worker]:
         return [w for w in self._workers if w.busy is not None]
@@ -242,7 +296,8 @@ class ClusterRun:
         seconds = time.perf_counter() - began
         part.done = done
         report = done.summary.sources[0]
-        part.report = PartReport(work.segment, None, None, worker.name, worker.report.node, report.status,
+        span = getattr(work.source, "span", None)
+        part.report = PartReport(work.segment, span and span.start_s, span and span.end_s, worker.name, worker.report.node, report.status,
                                  report.frames_in, report.frames_out, report.undecodable, round(seconds, 3),
                                  part.reruns)
         w = worker.report
@@ -278,8 +333,28 @@ class ClusterRun:
         report.parts = [part.report]
         return report
 
+    def _segmented_report(self, index: int, parts: list[_Part]) -> SourceReport:
+        """One report for a source done in segments: counts summed, parts listed in order, the joined output."""
+        source, sink = self._sources[index], self._sinks[index]
+        reports = [self._source_report(p) for p in parts]
+        statuses = {r.status for r in reports}
+        status = "ok" if statuses == {"ok"} else "failed" if "failed" in statuses else "stopped"
+        kept = sink.kept if isinstance(sink, VideoSink) else reports[0].output
+        report = SourceReport(source.label, source.spec, source.kind, status, sum(r.frames_in for r in reports),
+                              sum(r.decoded for r in reports), sum(r.undecodable for r in reports), 0, 0,
+                              [e for r in reports for e in r.errors], sum(r.frames_out for r in reports),
+                              None if kept is None else str(kept), sink.audio if isinstance(sink, VideoSink) else None,
+                              [r.parts[0] for r in reports if r.parts])
+        if status == "ok" and isinstance(sink, VideoSink) and sink.kept is None:
+            report.status = "failed"  # the join failed: the error says why
+        return report
+
     def _summary(self, seconds: float) -> RunSummary:
-        reports = [self._source_report(p) for p in self._parts] if self._parts else []
+        reports = []
+        for i in range(len(self._sources) if self._parts else 0):
+            parts = [p for p in self._parts if p.work.source_index == i]
+            reports.append(self._segmented_report(i, parts) if parts[0].work.segment is not None
+                           else self._source_report(parts[0]))
         summaries = [p.done.summary for p in self._parts if p.done]
         frames_in = sum(r.frames_in for r in reports)
         frames_out = sum(r.frames_out for r in reports)

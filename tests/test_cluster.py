@@ -12,13 +12,14 @@ import threading
 import time
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
 
 from conftest import REPO
 from kanet.cli import main
-from test_run_command import make_clip
+from test_run_command import FPS, H, W, make_clip
 
 ray = pytest.importorskip("ray")
 
@@ -173,3 +174,73 @@ def test_a_worker_killed_mid_run_has_its_work_redone_elsewhere(cluster, frame_on
     assert redone[0]["errors"][0].startswith("worker-1 on ") and " died (" in redone[0]["errors"][0]
     assert (summary["frames_in"], summary["frames_out"], summary["status"]) == (120, 120, "ok")
     assert any("started again on another worker (1/2)" in r.getMessage() for r in caplog.records)
+
+
+def make_gop_clip(path: Path, frames: int, gop: int) -> Path:
+    """Like make_clip (AAC tone included), with a keyframe every `gop` frames, so the file can be cut."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = W, H, "yuv420p"
+        video.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
+        sound = out.add_stream("aac", rate=16000, layout="mono")
+        for i in range(frames):
+            image = np.full((H, W, 3), (i * 8) % 256, np.uint8)
+            image[:, : (i * 2) % W] = (40, 200, 90)
+            out.mux(video.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+        out.mux(video.encode(None))
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(16000 * frames // FPS) / 16000)).astype(np.float32)
+        for start in range(0, len(tone), 1024):
+            chunk = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="flt", layout="mono")
+            chunk.sample_rate, chunk.pts = 16000, start
+            out.mux(sound.encode(chunk))
+        out.mux(sound.encode(None))
+    return path
+
+
+def _decoded(path: Path) -> tuple[list[int], list[np.ndarray], list[tuple[int, bytes]]]:
+    """Video frames' pts and pixels, audio packets' pts and bytes."""
+    with av.open(str(path)) as container:
+        frames = [(f.pts, f.to_ndarray(format="bgr24")) for f in container.decode(video=0)]
+    with av.open(str(path)) as container:
+        audio = [(p.pts, bytes(p)) for p in container.demux(audio=0) if p.size]
+    return [t for t, _ in frames], [f for _, f in frames], audio
+
+
+def test_a_file_is_cut_at_keyframes_into_even_spans(tmp_path):
+    from runtime.segments import PacketIndex, segment_count
+
+    index = PacketIndex.read(str(make_gop_clip(tmp_path / "long.mp4", 80, gop=10)))
+    assert len(index.times) == 80 and len(index.keys) == 7
+    spans = index.spans(segment_count(80, 80, workers=2))
+    assert [(s.first, s.frames, s.start_s, s.end_s) for s in spans] == [(0, 30, 0.0, 3.0), (30, 20, 3.0, 5.0),
+                                                                        (50, 30, 5.0, None)]
+    assert all(s.start in index.keys for s in spans[1:]) and spans[0].start is None
+    assert segment_count(24, 24, workers=8) == 1  # too short to share
+
+
+def test_a_long_video_in_segments_joins_to_the_single_process_output(cluster, frame_onnx, tmp_path, capsys):
+    """An 80-frame clip (a keyframe every 10) on 2 workers is cut into 3 segments; the joined lossless video
+    decodes to the single-process run's frames at the same times, with the same audio packets, and a PNG
+    folder holds the same 80 images under the same names."""
+    clip = make_gop_clip(tmp_path / "long.mp4", 80, gop=10)
+    run = ["run", "--model", str(frame_onnx), "--source", str(clip)]
+    assert main([*run, "--output", str(tmp_path / "single" / "long.mkv"), "--lossless"]) == 0
+    assert main([*run, "--output", str(tmp_path / "single" / "png")]) == 0
+    code = main([*run, "--output", str(tmp_path / "cluster" / "long.mkv"), "--lossless", "--cluster", "auto",
+                 "--workers", "2", "--summary", str(tmp_path / "s.json")])
+    assert code == 0, capsys.readouterr().err
+    times, frames, audio = _decoded(tmp_path / "single" / "long.mkv")
+    joined_times, joined, joined_audio = _decoded(tmp_path / "cluster" / "long.mkv")
+    assert len(frames) == 80 and joined_times == times and joined_audio == audio and len(audio) > 100
+    assert all(np.array_equal(a, b) for a, b in zip(joined, frames))
+    assert sorted(p.name for p in (tmp_path / "cluster").iterdir()) == ["long.mkv"]  # the parts are gone
+    (source,) = json.loads((tmp_path / "s.json").read_text())["sources"]
+    assert (source["status"], source["frames_in"], source["frames_out"], source["audio"]) == ("ok", 80, 80, "copied")
+    parts = source["parts"]
+    assert [p["segment"] for p in parts] == [0, 1, 2] and [p["frames_out"] for p in parts] == [30, 20, 30]
+    assert [p["start"] for p in parts[1:]] == [p["end"] for p in parts[:-1]] and parts[-1]["end"] is None
+    assert {p["worker"] for p in parts} == {"worker-1", "worker-2"}
+
+    assert main([*run, "--output", str(tmp_path / "cluster" / "png"), "--cluster", "auto", "--workers", "2"]) == 0
+    expected = _pngs(tmp_path / "single" / "png")
+    assert len(expected) == 80 and _pngs(tmp_path / "cluster" / "png") == expected

@@ -34,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "source when several), an image file for one input image, or - for raw bgr24 frames "
                              "on stdout; other extensions are an error; default: a new folder runs/dehaze/exp, "
                              "exp2, ...")
+    parser.add_argument("--lossless", action="store_true",
+                        help="video outputs keep the dehazed yuv420p frames exactly (H.264 qp 0 in .mp4/.mkv/.mov/"
+                             ".m4v/.ts, VP9 lossless in .webm; files several times larger): what a --cluster run "
+                             "that splits a long video needs to give frames identical to a single-process run")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output files that exist already (a source is never replaced)")
     parser.add_argument("--summary", type=path_option, metavar="FILE.json",
@@ -138,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     pipeline = None
     try:
         sources = open_sources(args.source, args.retries, args.retry_delay, args.timeout)
-        sinks = sinks_for(args.output, sources, args.fps) if args.output else [None] * len(sources)
+        sinks = sinks_for(args.output, sources, args.fps, args.lossless) if args.output else [None] * len(sources)
         check_outputs([s for s in sinks if s is not None], sources, args.overwrite)
         if args.cluster:
             pipeline = _cluster_run(args, device, sources, sinks)
