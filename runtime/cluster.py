@@ -15,11 +15,11 @@ import uuid
 import warnings
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from .backend import Timings
 from .cluster_plan import Node, Slot, plan_workers
+from .cluster_summary import Part, run_summary
 from .cluster_worker import Done, ModelSpec, PipelineOptions, Work, Worker
 from .errors import DehazeError, KanetError
 from .progress import progress
@@ -27,7 +27,7 @@ from .segments import PacketIndex, Segment, join, parts_folder, segment_count, s
 from .sinks import ImageFolder, Sink
 from .sinks import VideoFile as VideoSink
 from .sources import Camera, Source, VideoFile
-from .summary import InferenceStats, PartReport, RunSummary, SourceReport, WorkerReport
+from .summary import PartReport, RunSummary, WorkerReport
 
 log = logging.getLogger("runtime")
 
@@ -86,15 +86,6 @@ class _Worker:
     done_frames: int = 0                            # progress of finished work
 
 
-@dataclass
-class _Part:
-    work: Work
-    reruns: int = 0
-    done: Done | None = None
-    report: PartReport | None = None
-    errors: list[str] = field(default_factory=list)
-
-
 class ClusterRun:
     """Like runtime.pipeline.Pipeline, for a cluster: run() processes every source and returns the summary,
     which `self.summary` holds however the run ends."""
@@ -104,7 +95,7 @@ class ClusterRun:
         self._address = address
         self._model, self._sources, self._sinks, self._options = model, sources, sinks, options
         self._workers_wanted, self._progress = workers, progress
-        self._parts: list[_Part] = []
+        self._parts: list[Part] = []
         self._workers: list[_Worker] = []
         self._interrupted = False
         self._join_error: KanetError | None = None
@@ -161,8 +152,10 @@ class ClusterRun:
                 self._join_segments()
             self._raise_first_error()
         finally:
-            self.summary = self._summary(time.perf_counter() - started if started else 0.0)
+            self.summary = run_summary(self._sources, self._sinks, self._parts, self._options.batch,
+                                       time.perf_counter() - started if started else 0.0, self._interrupted)
             self.summary.cluster = self._address
+            self.summary.workers = [w.report for w in self._workers if w.report is not None]
         return self.summary
 
     def _schedule(self) -> None:
@@ -207,7 +200,7 @@ class ClusterRun:
             raise self._join_error
 
     # -- segments --------------------------------------------------------------------------
-    def _plan_parts(self, here: str) -> list[_Part]:
+    def _plan_parts(self, here: str) -> list[Part]:
         """A part per source, or per segment of a video file long enough to share (runtime.segments); a camera
         stays on the machine kanet runs on."""
         indexes = {i: PacketIndex.read(s.spec) for i, s in enumerate(self._sources) if self._splittable(i)}
@@ -220,11 +213,11 @@ class ClusterRun:
             index = indexes.get(i)
             spans = index.spans(segment_count(len(index.times), total, len(self._workers))) if index else []
             if len(spans) < 2:
-                parts.append(_Part(Work(i, source, sink, node_id=here if isinstance(source, Camera) else None)))
+                parts.append(Part(Work(i, source, sink, node_id=here if isinstance(source, Camera) else None)))
                 continue
             for span in spans:
                 segment = Segment(source, span)
-                parts.append(_Part(Work(i, segment, segment_sink(sink, segment), segment=span.index)))
+                parts.append(Part(Work(i, segment, segment_sink(sink, segment), segment=span.index)))
         return parts
 
     def _splittable(self, i: int) -> bool:
@@ -255,7 +248,7 @@ class ClusterRun:
     def _alive(self) -> list[_Worker]:
         return [w for w in self._workers if not w.report.died]
 
-    def _assign(self, pending: deque[_Part]) -> None:
+    def _assign(self, pending: deque[Part]) -> None:
         for worker in self._alive():
             if worker.busy is not None:
                 continue
@@ -270,10 +263,10 @@ class ClusterRun:
             part.errors.append("no worker left to take it" if not alive else
                                "no worker runs on the machine kanet runs on, where this camera is")
 
-    def _part(self, work: Work) -> _Part:
+    def _part(self, work: Work) -> Part:
         return next(p for p in self._parts if p.work is work)
 
-    def _collect(self, worker: _Worker, pending: deque[_Part]) -> None:
+    def _collect(self, worker: _Worker, pending: deque[Part]) -> None:
         import ray
 
         work, ref, began = worker.busy
@@ -311,78 +304,13 @@ class ClusterRun:
         """Frames written or found undecodable by every worker so far (dead workers' work is redone)."""
         import ray
 
-        running = self._running()
+        asked = [w.actor.progress.remote() for w in self._running()]
+        answered, _ = ray.wait(asked, num_returns=len(asked), timeout=POLL_S) if asked else ([], [])
         counts = []
-        for worker in running:
-            try:
-                counts.append(ray.get(worker.actor.progress.remote(), timeout=POLL_S))
-            except (ray.exceptions.RayError, TimeoutError):
-                counts.append(0)
+        for ref in answered:
+            with contextlib.suppress(ray.exceptions.RayError):  # a worker that just died counts nothing
+                counts.append(ray.get(ref))
         return sum(w.done_frames for w in self._workers) + sum(counts)
-
-    # -- the summary -----------------------------------------------------------------------
-    def _source_report(self, part: _Part) -> SourceReport:
-        source = part.work.source
-        if part.done is None:  # never finished: every worker that took it died, or it found none
-            report = source.report(0, None)
-            report.status = "failed" if part.errors else "stopped"  # stopped: Ctrl-C came before it started
-            report.errors = [*report.errors, *part.errors]
-            return report
-        report = part.done.summary.sources[0]
-        report.errors = [*part.errors, *report.errors]
-        report.parts = [part.report]
-        return report
-
-    def _segmented_report(self, index: int, parts: list[_Part]) -> SourceReport:
-        """One report for a source done in segments: counts summed, parts listed in order, the joined output."""
-        source, sink = self._sources[index], self._sinks[index]
-        reports = [self._source_report(p) for p in parts]
-        statuses = {r.status for r in reports}
-        status = "ok" if statuses == {"ok"} else "failed" if "failed" in statuses else "stopped"
-        kept = sink.kept if isinstance(sink, VideoSink) else reports[0].output
-        report = SourceReport(source.label, source.spec, source.kind, status, sum(r.frames_in for r in reports),
-                              sum(r.decoded for r in reports), sum(r.undecodable for r in reports), 0, 0,
-                              [e for r in reports for e in r.errors], sum(r.frames_out for r in reports),
-                              None if kept is None else str(kept), sink.audio if isinstance(sink, VideoSink) else None,
-                              [r.parts[0] for r in reports if r.parts])
-        if status == "ok" and isinstance(sink, VideoSink) and sink.kept is None:
-            report.status = "failed"  # the join failed: the error says why
-        return report
-
-    def _summary(self, seconds: float) -> RunSummary:
-        reports = []
-        for i in range(len(self._sources) if self._parts else 0):
-            parts = [p for p in self._parts if p.work.source_index == i]
-            reports.append(self._segmented_report(i, parts) if parts[0].work.segment is not None
-                           else self._source_report(parts[0]))
-        summaries = [p.done.summary for p in self._parts if p.done]
-        frames_in = sum(r.frames_in for r in reports)
-        frames_out = sum(r.frames_out for r in reports)
-        undecodable = sum(r.undecodable for r in reports)
-        return RunSummary(
-            backend=summaries[0].backend if summaries else None,
-            precision=summaries[0].precision if summaries else None, batch=self._options.batch,
-            frames_in=frames_in, frames_out=frames_out, undecodable=undecodable,
-            dropped_frames=frames_in - undecodable - frames_out, seconds=round(seconds, 3),
-            fps=round(frames_out / seconds, 3) if seconds > 0 else 0.0,
-            latency_ms=None,  # percentiles of separate workers do not combine; each part's time is in `sources`
-            inference=_merge_inference(summaries), sources=reports, interrupted=self._interrupted,
-            workers=[w.report for w in self._workers if w.report is not None])
-
-
-def _merge_inference(summaries: list[RunSummary]) -> InferenceStats | None:
-    stats = [s.inference for s in summaries if s.inference and s.inference.batches]
-    if not stats:
-        return None
-    batches = sum(s.batches for s in stats)
-    frames = sum(s.batches * s.mean_batch for s in stats)
-    total = sum((_scaled(s.ms_per_frame, s.batches * s.mean_batch) for s in stats), Timings())
-    return InferenceStats(batches, round(frames / batches, 2), total.per(round(frames)))
-
-
-def _scaled(timings: Timings, count: float) -> Timings:
-    return Timings(timings.h2d_ms * count, timings.compute_ms * count, timings.d2h_ms * count,
-                   timings.total_ms * count)
 
 
 def _first_line(exc: BaseException) -> str:
