@@ -101,8 +101,13 @@ def test_video_outputs_keep_their_names_and_audio(cluster, frame_onnx, media, tm
 @pytest.mark.parametrize("args, expect", [
     (["--workers", "2"], "--workers 2 needs --cluster"),
     (["--cluster", "auto", "--output", "-"], "--output - (raw frames on stdout) needs the frames on this machine"),
+    (["--cluster", "auto", "--device", "1"], "--device 1 picks a GPU of this machine; with --cluster each worker"),
+    (["--output", "{tmp}/out.avi", "--lossless"], "out.avi: --lossless: .avi is written with mpeg4, which has no "
+                                                   "lossless mode; give .mp4, .mkv, .mov, .m4v, .ts, .webm"),
+    (["--output", "{tmp}/png", "--lossless"], "--lossless applies to video outputs"),
 ])
 def test_flags_a_cluster_run_cannot_take_are_one_line(frame_onnx, media, tmp_path, capsys, args, expect):
+    args = [a.format(tmp=tmp_path) for a in args]
     code = main(["run", "--model", str(frame_onnx), "--source", str(media["one"]), *args])
     err = capsys.readouterr().err
     assert code == 2 and expect in err and len(err.strip().splitlines()) == 1, err

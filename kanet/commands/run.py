@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(format="kanet run: %(message)s")
     device = parse_device(args.device)
-    _check_cluster_flags(args)
+    _check_cluster_flags(args, device)
     if not args.output and not args.show:
         args.output = str(next_run_folder())
         print(f"kanet run: writing to {args.output}", file=sys.stderr)
@@ -164,8 +164,11 @@ def run(args: argparse.Namespace) -> int:
     return {"ok": 0, "interrupted": 130}.get(summary.status, 1)
 
 
-def _check_cluster_flags(args: argparse.Namespace) -> None:
+def _check_cluster_flags(args: argparse.Namespace, device: str) -> None:
     """What a cluster run cannot do, refused before any work starts."""
+    if args.cluster and device not in ("auto", "cpu", "cuda:0"):
+        raise KanetError(f"--device {args.device} picks a GPU of this machine; with --cluster each worker takes the "
+                         "GPU Ray gives it: use --device auto (or cpu)")
     if args.workers and not args.cluster:
         raise KanetError(f"--workers {args.workers} needs --cluster (local, auto or ray://HOST:PORT)")
     if args.cluster and args.show:
