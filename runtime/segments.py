@@ -155,38 +155,51 @@ def segment_sink(sink: Sink | None, segment: Segment) -> Sink | None:
     return sink
 
 
+def _stamps(part: Path) -> list[int]:
+    """A part's video packets' pts, in decode order."""
+    with av.open(str(part)) as src:
+        return [packet.pts for packet in src.demux(src.streams.video[0]) if packet.size]
+
+
 def join(sink: VideoSink, parts: list[Path], frames: int) -> None:
     """The parts' packets, in order, as `sink`'s video; then its audio and its name (VideoFile.publish).
-    Refuses a join whose frame count is not `frames` or whose times do not increase across a boundary."""
-    written, last = 0, None
+    Refuses a join whose frame count is not `frames` or whose times do not increase across a boundary.
+
+    Decode timestamps are given afresh over the whole video: the n-th packet gets the n-th smallest pts, less
+    the encoder's reordering delay, which is what an encoder gives one stream; each part's own (Matroska stores
+    none, and every part's encoder starts its own delay) would not increase across the cuts."""
     try:
+        stamps = [_stamps(part) for part in parts]
+        flat = [pts for part in stamps for pts in part]
+        if any(pts is None for pts in flat):
+            raise OutputError(f"{sink.path}: a segment's packets have no timestamps; nothing is left under that name")
+        for before, after in zip(stamps, stamps[1:]):
+            if before and after and min(after) <= max(before):
+                raise OutputError(f"{sink.path}: a segment starts at or before the end of the one before; nothing is "
+                                  "left under that name")
+        ordered = sorted(flat)
+        if len(flat) != frames or len(set(flat)) != len(flat):
+            raise OutputError(f"{sink.path}: the segments hold {len(flat)} frames ({len(set(flat))} distinct times), "
+                              f"the workers wrote {frames}; nothing is left under that name")
+        delay = max(o - pts for o, pts in zip(ordered, flat))
         with av.open(str(sink.partial), "w") as out:
-            target = None
+            target, n = None, 0
             for part in parts:
                 with av.open(str(part)) as src:
                     stream = src.streams.video[0]
                     target = target or out.add_stream_from_template(stream)
-                    stamps = []
                     for packet in src.demux(stream):
-                        if packet.dts is None and packet.pts is None:
+                        if not packet.size:
                             continue  # the demuxer's final empty packet
-                        stamps.append(packet.pts)
+                        packet.dts = ordered[n] - delay
                         packet.stream = target
                         out.mux(packet)
-                    if stamps and last is not None and min(stamps) <= last:
-                        raise OutputError(f"{sink.path}: segment {part.name} starts at or before the end of the one "
-                                          "before; nothing is left under that name")
-                    last = max(stamps, default=last)
-                    written += len(stamps)
+                        n += 1
     except (av.FFmpegError, OSError) as exc:
         sink.partial.unlink(missing_ok=True)
         raise OutputError(f"{sink.path}: cannot join the segments ({exc}); nothing is left under that name") from None
     except OutputError:
         sink.partial.unlink(missing_ok=True)
         raise
-    if written != frames:
-        sink.partial.unlink(missing_ok=True)
-        raise OutputError(f"{sink.path}: the segments hold {written} frames, the source {frames}; nothing is left "
-                          "under that name")
     sink.publish()
     shutil.rmtree(parts[0].parent, ignore_errors=True)
