@@ -33,6 +33,7 @@ log = logging.getLogger("runtime")
 
 MAX_RERUNS = 2      # a piece of work whose worker died is started again at most this often
 POLL_S = 0.5        # how often the progress display asks the workers
+START_TIMEOUT_S = 300  # workers wait for free CPUs/GPUs this long at most (a busy cluster), then the run stops
 
 
 def check_address(text: str) -> str:
@@ -116,8 +117,21 @@ class ClusterRun:
                                    scheduling_strategy=NodeAffinitySchedulingStrategy(slot.node.id, soft=False)
                                    ).remote(self._model, slot.threads, self._options.cwd)
             self._workers.append(_Worker(f"worker-{i + 1}", slot, actor, time.perf_counter()))
-        starts = ray.get([w.actor.ready.remote() for w in self._workers])
-        for worker, start in zip(self._workers, starts):
+        asked = [w.actor.ready.remote() for w in self._workers]
+        ready, _ = ray.wait(asked, num_returns=len(asked), timeout=START_TIMEOUT_S)
+        if len(ready) < len(asked):
+            raise DehazeError(f"{len(asked) - len(ready)} of {len(asked)} workers did not start within "
+                              f"{START_TIMEOUT_S} s: the cluster's CPUs or GPUs are taken by other work "
+                              "(`ray status`), or give fewer --workers")
+        for worker, ref in zip(self._workers, asked):
+            try:
+                start = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:  # its node went while it started: the others go on
+                worker.report = WorkerReport(worker.name, worker.slot.node.address, worker.slot.describe(),
+                                             0.0, 0.0, 0, 0, 0.0, 0.0, died=True)
+                log.warning("%s on %s died while starting (%s)", worker.name, worker.slot.node.address,
+                            _first_line(exc))
+                continue
             if start.error:  # every worker loads the same model: the first error is the run's
                 error = KanetError(start.error)
                 error.exit_status = start.exit_status
@@ -125,6 +139,8 @@ class ClusterRun:
             worker.report = WorkerReport(worker.name, start.node, worker.slot.describe(),
                                          round(time.perf_counter() - worker.started, 3), start.load_seconds,
                                          0, 0, 0.0, 0.0)
+        if not self._alive():
+            raise DehazeError("no worker started: every one died while loading the model")
 
     def _check_live_sources(self) -> None:
         live = [s.label for s in self._sources if s.expected is None and s.kind in ("stream", "camera")]

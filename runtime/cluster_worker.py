@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 from .dehazer import Dehazer
-from .errors import KanetError
+from .errors import DehazeError, KanetError
 from .openvino_backend import OpenVinoOptions
 from .pipeline import Pipeline
 from .sinks import Sink
@@ -69,12 +69,17 @@ class Worker:
     def __init__(self, model: ModelSpec, threads: int, cwd: str | None) -> None:
         import ray
 
-        if cwd:
-            os.chdir(cwd)
         self._node = ray.util.get_node_ip_address()
         started = time.perf_counter()
         self._dehazer, self._start_error = None, None
         try:
+            if cwd:  # one worker per process (Ray actor): no other work shares this process's folder
+                try:
+                    os.chdir(cwd)
+                except OSError as exc:
+                    raise DehazeError(f"{cwd}: the folder kanet run runs in is not on node {self._node} "
+                                      f"({exc.strerror}); the nodes need the same shared storage at the same "
+                                      "path") from None
             openvino = model.openvino
             if openvino is not None and openvino.threads is None:  # this worker's share, not every core
                 openvino = OpenVinoOptions(openvino.precision, openvino.cache_dir, threads)
@@ -93,8 +98,6 @@ class Worker:
                            0 if error is None else error.exit_status)
 
     def process(self, work: Work, options: PipelineOptions) -> Done:
-        if options.cwd:
-            os.chdir(options.cwd)  # one worker per process: no other work shares this process's folder
         pipeline = Pipeline(self._dehazer, [work.source], [work.sink], batch=options.batch,
                             side_by_side=options.side_by_side, max_frames=options.max_frames, progress=False)
         with self._lock:

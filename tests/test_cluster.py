@@ -113,6 +113,14 @@ def test_flags_a_cluster_run_cannot_take_are_one_line(frame_onnx, media, tmp_pat
     assert code == 2 and expect in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_a_model_the_workers_cannot_load_is_one_line(cluster, media, tmp_path, capsys):
+    code = main(["run", "--model", str(tmp_path / "none.onnx"), "--source", str(media["one"]), "--output",
+                 str(tmp_path / "out"), "--cluster", "auto", "--workers", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == f"kanet run: error: {tmp_path / 'none.onnx'}: no such model file or folder", err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_cluster_address_that_is_not_one_is_a_parse_error(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["run", "--model", "m.onnx", "--source", "x.mp4", "--cluster", "10.0.0.1"])
@@ -257,8 +265,11 @@ def test_a_lossy_split_video_keeps_every_frame_time_and_audio_packet(cluster, fr
     clip = make_gop_clip(tmp_path / "long.mp4", 80, gop=10)
     run = ["run", "--model", str(frame_onnx), "--source", str(clip)]
     assert main([*run, "--output", str(tmp_path / "single.mkv")]) == 0
-    assert main([*run, "--output", str(tmp_path / "cluster.mkv"), "--cluster", "auto", "--workers", "2"]) == 0, \
-        capsys.readouterr().err
+    capsys.readouterr()
+    assert main([*run, "--output", str(tmp_path / "cluster.mkv"), "--cluster", "auto", "--workers", "2"]) == 0
+    progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("dehazing: ")]
+    # one display for all the workers' segments, counting the whole file
+    assert all("/80 frames" in line for line in progress) and progress[-1].startswith("dehazing: 80/80 frames, ")
     times, frames, audio = _decoded(tmp_path / "single.mkv")
     joined_times, joined, joined_audio = _decoded(tmp_path / "cluster.mkv")
     assert len(joined) == 80 and joined_times == times and joined_audio == audio
