@@ -69,7 +69,7 @@ def markdown(result: dict) -> str:
     lines = [f"# `kanet run --cluster local` scaling on {result['device']}", "",
              f"One {result['frames']}-frame {result['height']}x{result['width']} H.264 clip (keyframe every "
              f"{result['gop']} frames), model `{result['model']}` on ONNX Runtime (CPU), {result['date']}; "
-             f"best of {result['repeat']} runs each (all in results.json).", "",
+             f"best of {result['repeat']} interleaved rounds (all in results.json).", "",
              "| run | workers | segments | frames/s (after model load) | all runs | load average before each | "
              "wall s (incl. Ray start/stop) | worker start s | model load s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -98,9 +98,13 @@ def main(argv: list[str] | None = None) -> int:
               "width": width, "gop": 25, "repeat": args.repeat, "date": time.strftime("%Y-%m-%d"), "runs": []}
     with tempfile.TemporaryDirectory() as scratch:
         clip = make_clip(Path(scratch) / "clip.mp4", args.frames, height, width)
-        for workers in [None, *(int(w) for w in args.workers.split(","))]:
-            out = Path(scratch) / f"{'cluster' if workers else 'single'}{workers or ''}.mp4"
-            result["runs"].append(best_of([timed_run(args.model, clip, out, workers) for _ in range(args.repeat)]))
+        configs = [None, *(int(w) for w in args.workers.split(","))]
+        runs: dict[int | None, list[dict]] = {c: [] for c in configs}
+        for _ in range(args.repeat):  # round by round, so drift in the machine's load hits every configuration
+            for workers in configs:
+                out = Path(scratch) / f"{'cluster' if workers else 'single'}{workers or ''}.mp4"
+                runs[workers].append(timed_run(args.model, clip, out, workers))
+        result["runs"] = [best_of(runs[c]) for c in configs]
     args.out.mkdir(parents=True, exist_ok=True)
     write_bytes(args.out / "results.json", json.dumps(result, indent=2).encode())
     write_bytes(args.out / "results.md", markdown(result).encode())
