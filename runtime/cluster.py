@@ -305,10 +305,10 @@ class ClusterRun:
         seconds = time.perf_counter() - began
         part.done = done
         report = done.summary.sources[0]
-        span = getattr(work.source, "span", None)
-        part.report = PartReport(work.segment, span and span.start_s, span and span.end_s, worker.name, worker.report.node, report.status,
-                                 report.frames_in, report.frames_out, report.undecodable, round(seconds, 3),
-                                 part.reruns)
+        span = work.source.span if isinstance(work.source, Segment) else None
+        part.report = PartReport(work.segment, span.start_s if span else None, span.end_s if span else None,
+                                 worker.name, worker.report.node, report.status, report.frames_in, report.frames_out,
+                                 report.undecodable, round(seconds, 3), part.reruns)
         w = worker.report
         w.parts += 1
         w.frames_out += report.frames_out

@@ -244,8 +244,9 @@ def sinks_for(output: str, sources: list[Source], fps: float | None = None, loss
                           "PNG, lossless already")
     if suffix in VIDEO_CODECS:
         if lossless and VIDEO_CODECS[suffix] not in LOSSLESS_CODECS:
+            lossless_ok = ", ".join(s for s, c in VIDEO_CODECS.items() if c in LOSSLESS_CODECS)
             raise DehazeError(f"{output}: --lossless: {suffix} is written with {VIDEO_CODECS[suffix]}, which has no "
-                              f"lossless mode; give {', '.join(s for s, c in VIDEO_CODECS.items() if c in LOSSLESS_CODECS)}")
+                              f"lossless mode; give {lossless_ok}")
         return [VideoFile(path.with_name(f"{path.stem}-{s.label}{path.suffix}") if several else path, s, fps,
                           lossless) for s in sources]
     if suffix in IMAGE_SUFFIXES:

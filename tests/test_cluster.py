@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -79,6 +80,8 @@ def test_sources_spread_over_two_workers_match_a_single_process_run(cluster, fra
     by_label = {s["label"]: s for s in summary["sources"]}
     assert [by_label[k]["status"] for k in ("one", "photos", "two", "bad")] == ["ok", "ok", "ok", "failed"]
     assert "cannot open" in by_label["bad"]["errors"][0] and "bad: failed" in err
+    worker_line = r"^  worker-1 on [\d.]+ \(1 CPU\): \d+ frames in \d part\(s\), [\d.]+ fps; started in "
+    assert re.search(worker_line, err, re.M), err
     workers = {w["worker"]: w for w in summary["workers"]}
     assert sorted(workers) == ["worker-1", "worker-2"]
     assert all(w["parts"] >= 1 and w["load_seconds"] > 0 and w["resources"] == "1 CPU" for w in workers.values())

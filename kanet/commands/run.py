@@ -119,6 +119,10 @@ def _print_summary(summary: RunSummary) -> None:
     print(f"{summary.frames_out} of {summary.frames_in} frames written, {summary.undecodable} undecodable; "
           f"{summary.fps:.2f} fps; latency p50 {latency.get('p50', '-')} / p90 {latency.get('p90', '-')} / "
           f"p99 {latency.get('p99', '-')} ms; {summary.backend} {summary.precision}", file=sys.stderr)
+    for worker in summary.workers:  # a --cluster run: who did what, and what starting each cost
+        print(f"  {worker.worker} on {worker.node} ({worker.resources}): {worker.frames_out} frames in {worker.parts} "
+              f"part(s), {worker.fps:.2f} fps; started in {worker.start_seconds:.1f} s "
+              f"(model {worker.load_seconds:.1f} s){'; died' if worker.died else ''}", file=sys.stderr)
     for source in summary.sources:
         if source.status != "ok" or source.retries or source.undecodable:
             errors = f"; last error: {source.errors[-1]}" if source.errors else ""
