@@ -59,6 +59,16 @@ def test_auto_without_a_running_cluster_is_one_line(frame_onnx, media, tmp_path)
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 
+def test_a_run_without_cluster_never_imports_ray(frame_onnx, media, tmp_path):
+    code = ("import sys\nfrom kanet.cli import main\n"
+            f"rc = main(['run', '--model', {str(frame_onnx)!r}, '--source', {str(media['photos'])!r}, "
+            f"'--output', {str(tmp_path / 'out')!r}])\n"
+            "assert 'ray' not in sys.modules and 'runtime.cluster' not in sys.modules, 'Ray was imported'\n"
+            "sys.exit(rc)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
 def _pngs(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): cv2.imread(str(p)).tobytes() for p in sorted(folder.rglob("*.png"))}
 
