@@ -287,3 +287,24 @@ def test_a_lossy_split_video_keeps_every_frame_time_and_audio_packet(cluster, fr
     joined_times, joined, joined_audio = _decoded(tmp_path / "cluster.mkv")
     assert len(joined) == 80 and joined_times == times and joined_audio == audio
     assert np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(joined, frames)]) < 8
+
+
+def test_a_segment_whose_worker_is_killed_is_redone_and_the_join_is_whole(cluster, frame_onnx, tmp_path, caplog):
+    """worker-1 dies inside its segment of a split file: the segment is done again by worker-2 and the joined
+    lossless video still decodes to the single-process run's 80 frames, at the same times."""
+    clip = make_gop_clip(tmp_path / "long.mp4", 80, gop=10)
+    run = ["run", "--model", str(frame_onnx), "--source", str(clip), "--lossless"]
+    assert main([*run, "--output", str(tmp_path / "single.mkv")]) == 0
+    killer = _kill_when_busy("worker-1", after_frames=3)
+    code = main([*run, "--output", str(tmp_path / "cluster.mkv"), "--cluster", "auto", "--workers", "2",
+                 "--summary", str(tmp_path / "s.json")])
+    killer.join(timeout=10)
+    assert code == 0
+    times, frames, _ = _decoded(tmp_path / "single.mkv")
+    joined_times, joined, _ = _decoded(tmp_path / "cluster.mkv")
+    assert joined_times == times and all(np.array_equal(a, b) for a, b in zip(joined, frames))
+    (source,) = json.loads((tmp_path / "s.json").read_text())["sources"]
+    redone = [p for p in source["parts"] if p["reruns"]]
+    assert len(redone) == 1 and redone[0]["worker"] == "worker-2" and source["frames_out"] == 80
+    assert any("started again on another worker (1/2)" in r.getMessage() for r in caplog.records)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.mkv", "long.mp4", "s.json", "single.mkv"]
