@@ -97,7 +97,7 @@ class Dehazer:
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", device: str | int = "auto", tile=None,
              tile_overlap: int = 32, half: bool = False, max_side: int | None = None, verify: bool = True,
-             openvino: OpenVinoOptions | None = None) -> Dehazer:
+             openvino: OpenVinoOptions | None = None, threads: int | None = None) -> Dehazer:
         """path: an engine (.plan with its .json manifest), a frame-I/O .onnx, or a `kanet export` folder.
         device: auto, cpu, a GPU index or cuda:N (see runtime.devices). half: an FP16 model or none.
         tile: None = tile only frames larger than the model accepts (at its largest size);
@@ -105,7 +105,8 @@ class Dehazer:
         max_side: shrink host frames whose long side is larger to that first, and enlarge the result back
         to the frame's size (faster and lighter, less detail); None = full size.
         verify: check an engine's sha256 against its manifest before TensorRT deserialises it.
-        openvino: precision, threads and model cache of backend 'openvino' (default: FP32, every core, no cache)."""
+        openvino: precision, threads and model cache of backend 'openvino' (default: FP32, every core, no cache).
+        threads: ONNX Runtime's CPU threads (default: every core)."""
         if backend not in BACKENDS:
             raise DehazeError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         device, path = parse_device(device), Path(path)
@@ -143,7 +144,7 @@ class Dehazer:
             else:
                 from .onnx_backend import OnnxBackend
 
-                impl = OnnxBackend(path, gpu_index(device))
+                impl = OnnxBackend(path, gpu_index(device), threads)
         else:
             raise DehazeError(f"{path}: not a model; expected an engine (.plan), an .onnx file or an export folder "
                               "(a checkpoint is exported first: kanet export CKPT --out DIR)")

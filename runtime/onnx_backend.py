@@ -22,13 +22,16 @@ def onnx_precision(path: Path) -> str:
 
 
 class OnnxBackend(HostBackend):
-    def __init__(self, path: Path, device: int | None = 0) -> None:
-        """device: the GPU for the GPU providers; None keeps to the CPU."""
+    def __init__(self, path: Path, device: int | None = 0, threads: int | None = None) -> None:
+        """device: the GPU for the GPU providers; None keeps to the CPU. threads: the CPU provider's intra-op
+        threads (None: one per physical core), so workers sharing a machine do not oversubscribe it."""
         available = ort.get_available_providers()
         preferred = PREFERRED if device is not None else ("CPUExecutionProvider",)
         providers = [(p, {"device_id": device}) if p in GPU_PROVIDERS else p for p in preferred if p in available]
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
         try:
             self._session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types for unreadable models

@@ -77,6 +77,16 @@ class Pipeline:
         self._batches: list[tuple[int, Timings]] = []
         self.summary: RunSummary | None = None  # set when run() ends, however it ends
 
+    @property
+    def accounted(self) -> int:
+        """Frames written or counted undecodable so far: what a progress display counts (read from another
+        thread by a cluster worker, which reports it to the run's one progress display)."""
+        return sum(self._written) + sum(s.stats.undecodable for s in self._sources)
+
+    def stop(self) -> None:
+        """Stop reading and finish the frames in flight, as the first Ctrl-C does (from another thread)."""
+        self._stop.set()
+
     # -- plumbing --------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> None:
         if self._error is None:

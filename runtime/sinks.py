@@ -22,6 +22,7 @@ log = logging.getLogger("runtime")
 # Codec per container; H.264 and MPEG-4 want even sizes in yuv420p.
 VIDEO_CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".m4v": "libx264", ".ts": "libx264",
                 ".avi": "mpeg4", ".webm": "libvpx-vp9"}
+LOSSLESS_CODECS = ("libx264", "libvpx-vp9")
 DEFAULT_FPS = Fraction(25)
 
 
@@ -73,11 +74,12 @@ class VideoFile(Sink):
     The video grows as NAME.partial.EXT and is renamed to NAME.EXT once complete, so a failed or aborted
     run never leaves a broken file under the final name."""
 
-    def __init__(self, path: Path, source: Source, fps: float | None) -> None:
+    def __init__(self, path: Path, source: Source, fps: float | None, lossless: bool = False) -> None:
         self.file, self.path, self.source = path, str(path), source
         self.targets = [path]
         self.partial = path.with_name(f"{path.stem}.partial{path.suffix}")
         self.fps = Fraction(fps).limit_denominator(1001) if fps else None
+        self.lossless = lossless
         self._container = None
         self._next_pts = 0
 
@@ -89,8 +91,11 @@ class VideoFile(Sink):
         self._stream = self._container.add_stream(codec, rate=self.fps)
         self._stream.width, self._stream.height = width + width % 2, height + height % 2
         self._stream.pix_fmt = "yuv420p"
-        if codec == "libx264":
-            self._stream.options = {"crf": "18", "preset": "veryfast"}
+        if codec == "libx264":  # qp 0: the yuv420p frames exactly (High 4:4:4 Predictive profile)
+            self._stream.options = {"qp": "0", "preset": "veryfast"} if self.lossless else {"crf": "18",
+                                                                                           "preset": "veryfast"}
+        elif codec == "libvpx-vp9" and self.lossless:
+            self._stream.options = {"lossless": "1"}
         self._size = (height, width)
 
     def write(self, image: np.ndarray, time: float | None, name: str | None) -> None:
@@ -131,6 +136,11 @@ class VideoFile(Sink):
             raise OutputError(f"{self.path}: cannot finish the video ({_reason(exc)}); nothing is left under "
                               "that name") from None
         self._container = None
+        self.publish()
+
+    def publish(self) -> None:
+        """The video is complete as NAME.partial.EXT: copy the source's audio in and give it its name (also
+        after runtime.segments joined a cluster's segments into it)."""
         self.kept = self.partial  # complete video frames from here on, should the rest be interrupted
         if self.source.audio:
             muxed = self.file.with_name(f"{self.file.stem}.partial-audio{self.file.suffix}")
@@ -217,10 +227,11 @@ class Window:
         cv2.destroyAllWindows()
 
 
-def sinks_for(output: str, sources: list[Source], fps: float | None = None) -> list[Sink]:
+def sinks_for(output: str, sources: list[Source], fps: float | None = None, lossless: bool = False) -> list[Sink]:
     """One sink per source: '-' raw frames, a video file per source (name-label.ext when several),
     one image file for one input image, else an image folder (a subfolder per source when several):
-    an existing folder, or a new one without an extension (x.gif is a mistake, not a folder to make)."""
+    an existing folder, or a new one without an extension (x.gif is a mistake, not a folder to make).
+    lossless: videos keep their yuv420p frames exactly (H.264 qp 0, VP9 lossless; not MPEG-4 in .avi)."""
     if output == "-":
         if len(sources) != 1:
             raise DehazeError("raw frames on stdout take exactly one source")
@@ -228,9 +239,16 @@ def sinks_for(output: str, sources: list[Source], fps: float | None = None) -> l
     path = Path(output)
     suffix = path.suffix.lower()
     several = len(sources) > 1
+    if lossless and suffix not in VIDEO_CODECS:
+        raise DehazeError(f"{output}: --lossless applies to video outputs ({', '.join(VIDEO_CODECS)}); images are "
+                          "PNG, lossless already")
     if suffix in VIDEO_CODECS:
-        return [VideoFile(path.with_name(f"{path.stem}-{s.label}{path.suffix}") if several else path, s, fps)
-                for s in sources]
+        if lossless and VIDEO_CODECS[suffix] not in LOSSLESS_CODECS:
+            lossless_ok = ", ".join(s for s, c in VIDEO_CODECS.items() if c in LOSSLESS_CODECS)
+            raise DehazeError(f"{output}: --lossless: {suffix} is written with {VIDEO_CODECS[suffix]}, which has no "
+                              f"lossless mode; give {lossless_ok}")
+        return [VideoFile(path.with_name(f"{path.stem}-{s.label}{path.suffix}") if several else path, s, fps,
+                          lossless) for s in sources]
     if suffix in IMAGE_SUFFIXES:
         if several or sources[0].kind != "images" or sources[0].expected != 1:
             raise DehazeError(f"{output}: an image file holds one dehazed image; give a folder for several frames")

@@ -7,6 +7,38 @@ from .backend import Timings
 
 
 @dataclass
+class PartReport:
+    """A piece of a source one cluster worker processed (`kanet run --cluster`): the whole source, or one time
+    segment of a video file."""
+    segment: int | None        # None: the whole source
+    start: float | None        # the segment's first and end presentation time, seconds (None: the whole source)
+    end: float | None
+    worker: str
+    node: str                  # the worker's node (IP address)
+    status: str                # as SourceReport.status
+    frames_in: int
+    frames_out: int
+    undecodable: int
+    seconds: float
+    reruns: int                # times it was started again on another worker after its worker died
+
+
+@dataclass
+class WorkerReport:
+    """One cluster worker (a Ray actor): where it ran, what it cost to start and what it did."""
+    worker: str
+    node: str
+    resources: str             # e.g. "1 GPU" or "2 CPU"
+    start_seconds: float       # actor start to model loaded, as seen by the driver
+    load_seconds: float        # the model load alone
+    parts: int
+    frames_out: int
+    busy_seconds: float
+    fps: float                 # frames_out / busy_seconds
+    died: bool = False
+
+
+@dataclass
 class SourceReport:
     label: str
     source: str                # as given: a path, a URL or a camera index
@@ -21,6 +53,7 @@ class SourceReport:
     frames_out: int
     output: str | None         # the file or folder as kept: whole or partial
     audio: str | None          # copied | none | dropped: <why>; None where nothing was written
+    parts: list[PartReport] = field(default_factory=list)  # who did what, on a cluster
 
 
 @dataclass
@@ -45,6 +78,8 @@ class RunSummary:
     inference: InferenceStats | None = None
     sources: list[SourceReport] = field(default_factory=list)
     interrupted: bool = False  # by Ctrl-C (SIGINT)
+    cluster: str | None = None  # the Ray address of a --cluster run
+    workers: list[WorkerReport] = field(default_factory=list)
     # How the run ended, set by the command that ran it (see `finish`).
     model: str | None = None
     output: str | None = None
@@ -74,11 +109,12 @@ class RunSummary:
         self.model, self.output = model, output
 
     def to_json(self) -> dict:
-        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("inference", "sources")}
+        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("inference", "sources", "workers")}
         doc["inference"] = None if self.inference is None else {
             "batches": self.inference.batches, "mean_batch": self.inference.mean_batch,
             "ms_per_frame": self.inference.ms_per_frame.to_json()}
         doc["sources"] = [asdict(s) for s in self.sources]
+        doc["workers"] = [asdict(w) for w in self.workers]
         doc["outputs"], doc["streams"] = self.outputs, self.streams
         return doc
 
@@ -88,5 +124,7 @@ class RunSummary:
         values = {f.name: doc[f.name] for f in fields(cls) if f.name in doc}
         values["inference"] = None if inference is None else InferenceStats(
             inference["batches"], inference["mean_batch"], Timings(**inference["ms_per_frame"]))
-        values["sources"] = [SourceReport(**s) for s in doc.get("sources", [])]
+        values["sources"] = [SourceReport(**{**s, "parts": [PartReport(**p) for p in s.get("parts", [])]})
+                             for s in doc.get("sources", [])]
+        values["workers"] = [WorkerReport(**w) for w in doc.get("workers", [])]
         return cls(**values)

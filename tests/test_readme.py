@@ -32,6 +32,8 @@ def _value(argv: list[str], flag: str) -> str | None:
 SKIPPED = [
     ("needs an NVIDIA GPU",
      lambda argv, piped: _value(argv, "--device") not in (None, "cpu", "auto") or any(a.endswith(".plan") for a in argv)),
+    ("joins a running Ray cluster (`ray start`, a head node); `--cluster local` lines run, and tests/test_cluster.py "
+     "runs the rest on a real local cluster", lambda argv, piped: _value(argv, "--cluster") not in (None, "local")),
     ("needs a camera, a display or a network stream",
      lambda argv, piped: (_value(argv, "--source") or "").isdigit() or "--show" in argv or any("://" in a for a in argv)),
     ("pipes its output into another program (ffmpeg)", lambda argv, piped: piped),
