@@ -6,6 +6,7 @@ A server that stops answering mid-run is retried with growing pauses, then the r
 """
 from __future__ import annotations
 
+import http.client
 import importlib
 import threading
 import time
@@ -68,7 +69,8 @@ def _reason(exc: Exception) -> str:
 def _connection_lost(exc: Exception) -> bool:
     """Whether the request failed because the server is not there (worth retrying), not because it refused it."""
     status = exc.status() if callable(getattr(exc, "status", None)) else None
-    return isinstance(exc, OSError) or status in ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
+    # HTTP: socket errors, or the connection closing under a response (http.client's exception, via geventhttpclient)
+    return isinstance(exc, (OSError, http.client.HTTPException)) or status in ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
 
 
 def _frame_tensor(config: dict, section: str, batched: bool) -> tuple[str, list[int]]:
