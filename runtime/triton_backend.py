@@ -22,7 +22,8 @@ from .errors import DehazeError
 SCHEMES = {"grpc": 8001, "http": 8000}  # Triton's default ports
 RETRIES = 3                              # pauses of 0.5, 1 and 2 s: a restarting server has time to come back
 RETRY_DELAY_S = 0.5
-REQUEST_TIMEOUT_S = 300.0                # a large frame on a CPU model takes seconds; a hung server is not waited on forever
+REQUEST_TIMEOUT_S = 300.0                # a large frame on a CPU model takes seconds; a hung server is not waited
+                                         # on forever
 
 
 class ServerError(DehazeError):
@@ -43,7 +44,7 @@ class ServerModel:
 
 
 def is_server_model(text) -> bool:
-    return isinstance(text, str) and text.split("://", 1)[0] in SCHEMES and "://" in text
+    return isinstance(text, str) and "://" in text and text.split("://", 1)[0] in SCHEMES
 
 
 def parse_server_model(text: str) -> ServerModel:
@@ -52,7 +53,7 @@ def parse_server_model(text: str) -> ServerModel:
     parts = urllib.parse.urlsplit(text)
     model = parts.path.strip("/")
     try:
-        port = parts.port or SCHEMES[parts.scheme]
+        port = SCHEMES[parts.scheme] if parts.port is None else parts.port
     except ValueError:
         raise DehazeError(f"{form}; the port is not a number from 0 to 65535") from None
     if not parts.hostname or not model or "/" in model or parts.query or parts.fragment:
@@ -67,10 +68,14 @@ def _reason(exc: Exception) -> str:
 
 
 def _connection_lost(exc: Exception) -> bool:
-    """Whether the request failed because the server is not there (worth retrying), not because it refused it."""
-    status = exc.status() if callable(getattr(exc, "status", None)) else None
+    """Whether the request failed because the server is not there (worth retrying), not because it refused the
+    request or did not answer in REQUEST_TIMEOUT_S (a hung server: resending would wait as long again)."""
+    if isinstance(exc, TimeoutError):
+        return False
     # HTTP: socket errors, or the connection closing under a response (http.client's exception, via geventhttpclient)
-    return isinstance(exc, (OSError, http.client.HTTPException)) or status in ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
+    if isinstance(exc, (OSError, http.client.HTTPException)):
+        return True
+    return callable(getattr(exc, "status", None)) and exc.status() == "StatusCode.UNAVAILABLE"
 
 
 def _frame_tensor(config: dict, section: str, batched: bool) -> tuple[str, list[int]]:
@@ -87,16 +92,17 @@ def _frame_tensor(config: dict, section: str, batched: bool) -> tuple[str, list[
 
 
 class TritonBackend(HostBackend):
-    def __init__(self, spec: ServerModel, retries: int = RETRIES, retry_delay: float = RETRY_DELAY_S) -> None:
+    def __init__(self, spec: ServerModel) -> None:
         try:
             self._api = importlib.import_module(f"tritonclient.{spec.protocol}")
         except ImportError:
             raise DehazeError(f"{spec}: a Triton server model needs tritonclient: "
                               f"pip install 'tritonclient[{spec.protocol}]'") from None
-        self._spec, self._retries, self._retry_delay = spec, retries, retry_delay
+        self._spec = spec
         self.name = f"triton:{spec}"
         self._clients: list = []
         self._local = threading.local()  # tritonclient.http's gevent client works only in the thread that made it
+        self._as_json = {"as_json": True} if spec.protocol == "grpc" else {}  # HTTP answers in JSON anyway
         try:
             self._load()
         except BaseException:
@@ -140,21 +146,20 @@ class TritonBackend(HostBackend):
             raise DehazeError(f"{spec}: no Triton server answers at {spec.address} ({_reason(exc)}); "
                               "start it, or check host, port and protocol (gRPC: 8001, HTTP: 8000)") from None
         if not ready:
-            index = client.get_model_repository_index(**({"as_json": True} if spec.protocol == "grpc" else {}))
+            index = client.get_model_repository_index(**self._as_json)
             models = index.get("models", []) if isinstance(index, dict) else index
             listed = ", ".join(f"{m['name']} ({m.get('state') or 'not loaded'})" for m in models) or "none"
             raise DehazeError(f"{spec}: the server has no model {spec.model!r} ready; its repository holds: {listed}")
 
     def _config(self) -> dict:
-        config = self._client().get_model_config(self._spec.model, **({"as_json": True} if self._spec.protocol ==
-                                                                     "grpc" else {}))
+        config = self._client().get_model_config(self._spec.model, **self._as_json)
         return config.get("config", config)  # gRPC wraps the config in its response message
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         frames = self._api.InferInput(self._in, list(batch.shape), "UINT8")
         frames.set_data_from_numpy(batch)
         wanted = [self._api.InferRequestedOutput(self._out)]
-        timeout = ({"client_timeout": REQUEST_TIMEOUT_S} if self._spec.protocol == "grpc" else {})
+        timeout = {"client_timeout": REQUEST_TIMEOUT_S} if self._spec.protocol == "grpc" else {}
         attempt = 0
         while True:
             try:
@@ -162,12 +167,11 @@ class TritonBackend(HostBackend):
             except Exception as exc:
                 if not _connection_lost(exc):
                     raise ServerError(f"{self._spec}: the server failed the request for {batch.shape[0]} "
-                                      f"{batch.shape[2]}x{batch.shape[1]} frames: {_reason(exc)}") from None
-                if attempt == self._retries:
+                                      f"{batch.shape[1]}x{batch.shape[2]} frames: {_reason(exc)}") from None
+                if attempt == RETRIES:
                     raise ServerError(f"{self._spec}: the server stopped answering ({_reason(exc)}), still after "
-                                      f"{self._retries} retries over {self._retry_delay * (2 ** self._retries - 1):g} s"
-                                      ) from None
-            time.sleep(self._retry_delay * 2 ** attempt)
+                                      f"{RETRIES} retries over {RETRY_DELAY_S * (2 ** RETRIES - 1):g} s") from None
+            time.sleep(RETRY_DELAY_S * 2 ** attempt)
             attempt += 1
 
     def close(self) -> None:

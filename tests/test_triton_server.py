@@ -29,6 +29,8 @@ import tritonclient.http as triton_http
 
 from conftest import REPO
 from export.triton_repo import ONNX_CPU_MODEL, write_triton_repository
+from runtime.errors import DehazeError
+from runtime.triton_backend import ServerModel, parse_server_model
 
 PYTRITON = "nvidia-pytriton==0.7.0"  # tritonserver 2.51 with the Python back-end and stubs for Python 3.8-3.13
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -284,3 +286,14 @@ def test_a_server_model_that_cannot_serve_is_a_one_line_error(case, server, fram
     (line,) = done.stderr.splitlines()
     assert line.startswith(f"kanet run: error: {model}") and expected in line, line
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_server_model_names_take_triton_default_ports_and_refuse_anything_else():
+    assert parse_server_model("grpc://gpu-box/kanet_tensorrt") == ServerModel("grpc", "gpu-box:8001", "kanet_tensorrt")
+    assert parse_server_model("http://[::1]:9000/m/") == ServerModel("http", "[::1]:9000", "m")
+    for text, why in (("grpc://gpu-box:8001", ""), ("http://h:8000/model/1", ""), ("grpc://:8001/m", ""),
+                      ("grpc://h:99999/m", "; the port is not a number from 0 to 65535")):
+        with pytest.raises(DehazeError) as caught:
+            parse_server_model(text)
+        assert str(caught.value) == (f"{text}: expected grpc://HOST[:PORT]/MODEL or http://HOST[:PORT]/MODEL (a model "
+                                     f"on a Triton server){why}")
