@@ -70,7 +70,8 @@ def _missing_libraries(install: ServerInstall, files: list[Path]) -> list[str]:
 
 
 def _install_server() -> ServerInstall:
-    """The server's venv (made when missing; 'ready' marks a complete one) or pytest.skip saying why there is none."""
+    """The server's venv (made when missing: 'incomplete' while it is made, then 'ready') or pytest.skip saying why
+    there is none."""
     if sys.platform != "linux" or platform.machine() != "x86_64":
         pytest.skip(f"the nvidia-pytriton wheel's tritonserver is for Linux x86_64, not {sys.platform} "
                     f"{platform.machine()}")
@@ -83,7 +84,12 @@ def _install_server() -> ServerInstall:
     install = ServerInstall(python, dist / "bin" / "tritonserver", dist / "backends", site / "nvidia_pytriton.libs")
     stub = install.backends / "python" / "triton_python_backend_stub"
     if not (venv / "ready").is_file():
-        shutil.rmtree(venv, ignore_errors=True)
+        if venv.exists() and not (venv / "incomplete").is_file():  # never delete a folder this test did not make
+            pytest.skip(f"{venv} exists and is not a Triton server environment this test made; remove it or point "
+                        "$KANET_TEST_TRITON_VENV elsewhere")
+        shutil.rmtree(venv, ignore_errors=True)  # an interrupted set-up
+        venv.mkdir(parents=True)
+        (venv / "incomplete").touch()
         try:
             for command in ([sys.executable, "-m", "venv", str(venv)],
                             [str(python), "-m", "pip", "install", "--quiet", PYTRITON, onnxruntime]):
@@ -98,7 +104,7 @@ def _install_server() -> ServerInstall:
         if not bundled.is_file():
             pytest.skip(f"{PYTRITON} has no Python back-end stub for Python {PY} ({bundled})")
         shutil.copy(bundled, stub)  # where the back-end looks for it, as pytriton arranges in its workspace
-        (venv / "ready").touch()
+        (venv / "incomplete").rename(venv / "ready")
     missing = _missing_libraries(install, [install.binary, stub])
     if missing:
         pytest.skip(f"the Triton server of {venv} cannot start here: {'; '.join(missing)}")
