@@ -93,13 +93,13 @@ def _install_server() -> ServerInstall:
         try:
             for command in ([sys.executable, "-m", "venv", str(venv)],
                             [str(python), "-m", "pip", "install", "--quiet", PYTRITON, onnxruntime]):
-                done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+                done = subprocess.run(command, capture_output=True, text=True, timeout=300)
                 if done.returncode:
                     last = (done.stderr.strip().splitlines() or ["no output"])[-1]
                     pytest.skip(f"cannot make the Triton server's environment in {venv}: {' '.join(command[2:4])} "
                                 f"failed: {last}")
         except subprocess.TimeoutExpired:
-            pytest.skip(f"making the Triton server's environment in {venv} took over 10 minutes")
+            pytest.skip(f"making the Triton server's environment in {venv} took over 5 minutes")
         bundled = dist / "python_backend_stubs" / PY / "triton_python_backend_stub"
         if not bundled.is_file():
             pytest.skip(f"{PYTRITON} has no Python back-end stub for Python {PY} ({bundled})")
