@@ -8,8 +8,10 @@ Runtime version, so the frames must equal a local run's bit for bit.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -17,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -122,15 +123,18 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@contextmanager
+@contextlib.contextmanager
 def running_server(install: ServerInstall, repo: Path, log: Path):
-    """tritonserver on `repo` with the models the CPU can run, ready; killed on the way out."""
+    """tritonserver on `repo` with the models the CPU can run, ready; stopped on the way out with what it started."""
     ports = [_free_port() for _ in range(3)]
     command = [str(install.binary), f"--model-repository={repo}", f"--backend-directory={install.backends}",
                f"--http-port={ports[0]}", f"--grpc-port={ports[1]}", f"--metrics-port={ports[2]}",
-               "--model-control-mode=explicit", f"--load-model={ONNX_CPU_MODEL}", f"--load-model={FLOAT_MODEL}"]
+               "--model-control-mode=explicit", f"--load-model={ONNX_CPU_MODEL}", f"--load-model={FLOAT_MODEL}",
+               "--log-verbose=1"]  # verbose: the log names each stub's shared-memory region (see _stop)
     with log.open("w") as sink:
-        process = subprocess.Popen(command, env=install.env(), stdout=sink, stderr=subprocess.STDOUT)
+        # a session of its own: the Python stubs join its process group, so _stop reaches them after a crash too
+        process = subprocess.Popen(command, env=install.env(), stdout=sink, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     server = Server(process, ports[0], ports[1], log)
     try:
         client = triton_http.InferenceServerClient(f"127.0.0.1:{ports[0]}")
@@ -141,8 +145,18 @@ def running_server(install: ServerInstall, repo: Path, log: Path):
             time.sleep(0.2)
         yield server
     finally:
-        process.kill()
-        process.wait()
+        _stop(server)
+
+
+def _stop(server: Server) -> None:
+    """Kill the server and its Python stubs, which outlive a killed server, and remove the stubs' shared-memory
+    regions, which a killed server leaves in /dev/shm. (SIGTERM would clean up too, but takes Triton's 30 s exit
+    timeout on this build.)"""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait()
+    for region in set(re.findall(r"triton_python_backend_shm_region_[0-9a-f-]+", server.log.read_text())):
+        Path("/dev/shm", region).unlink(missing_ok=True)
 
 
 def _ready(client) -> bool:
