@@ -9,6 +9,7 @@ Runtime version, so the frames must equal a local run's bit for bit.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import re
@@ -248,6 +249,17 @@ def test_kanet_run_on_a_triton_server_writes_the_local_models_frames(protocol, s
     assert pngs(out) == local_frames
     after = executed_batches(server)
     assert max(after) == 2 and sum(after.values()) > sum(before.values()), after  # kanet triton's max batch
+
+
+def test_kanet_eval_scores_a_server_model_as_the_local_one(server, frame_onnx, frames, tmp_path):
+    means = {}
+    for label, model in (("local", frame_onnx), ("server", server.url("grpc"))):
+        done = subprocess.run([sys.executable, "-m", "kanet", "eval", "--hazy", str(frames["a"]), "--model", str(model),
+                               "--no-dcp", "--out", str(tmp_path / label)], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        means[label] = json.loads((tmp_path / label / "eval.json").read_text())["means"]["KA-Net"]
+    assert means["server"] == means["local"]
 
 
 @pytest.fixture(scope="module")
