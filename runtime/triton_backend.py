@@ -20,7 +20,7 @@ from .backend import HostBackend
 from .errors import DehazeError
 
 SCHEMES = {"grpc": 8001, "http": 8000}  # Triton's default ports
-RETRIES = 3                              # pauses of 0.5, 1 and 2 s: a restarting server has time to come back
+RETRIES = 4                              # pauses of 0.5, 1, 2 and 4 s: a restarting server has time to come back
 RETRY_DELAY_S = 0.5
 REQUEST_TIMEOUT_S = 300.0                # a large frame on a CPU model takes seconds; a hung server is not waited
                                          # on forever

@@ -57,6 +57,7 @@ class Server:
     process: subprocess.Popen
     http: int
     grpc: int
+    metrics: int
     log: Path
 
     def url(self, protocol: str, model: str = ONNX_CPU_MODEL) -> str:
@@ -125,9 +126,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(install: ServerInstall, repo: Path, log: Path):
-    """tritonserver on `repo` with the models the CPU can run, ready; stopped on the way out with what it started."""
-    ports = [_free_port() for _ in range(3)]
+def running_server(install: ServerInstall, repo: Path, log: Path, ports: tuple[int, int, int] | None = None):
+    """tritonserver on `repo` with the models the CPU can run, ready, on `ports` (HTTP, gRPC, metrics; default: free
+    ones); stopped on the way out with what it started."""
+    ports = ports or tuple(_free_port() for _ in range(3))
     command = [str(install.binary), f"--model-repository={repo}", f"--backend-directory={install.backends}",
                f"--http-port={ports[0]}", f"--grpc-port={ports[1]}", f"--metrics-port={ports[2]}",
                "--model-control-mode=explicit", f"--load-model={ONNX_CPU_MODEL}", f"--load-model={FLOAT_MODEL}",
@@ -136,7 +138,7 @@ def running_server(install: ServerInstall, repo: Path, log: Path):
         # a session of its own: the Python stubs join its process group, so _stop reaches them after a crash too
         process = subprocess.Popen(command, env=install.env(), stdout=sink, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-    server = Server(process, ports[0], ports[1], log)
+    server = Server(process, *ports, log)
     try:
         client = triton_http.InferenceServerClient(f"127.0.0.1:{ports[0]}")
         deadline = time.monotonic() + 120
@@ -279,7 +281,7 @@ def long_source(frame_onnx, tmp_path_factory) -> tuple[Path, Path]:
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_a_server_killed_mid_run_fails_the_run_in_one_line_keeping_the_frames_written(
         protocol, server_install, model_repo, long_source, tmp_path):
-    """The run retries (3 times over 3.5 s), then ends with exit 1 and one line; the frames written stay as written."""
+    """The run retries (4 times over 7.5 s), then ends with exit 1 and one line; the frames written stay as written."""
     source, local = long_source
     out = tmp_path / "out"
     with running_server(server_install, model_repo, tmp_path / "tritonserver.log") as server:
@@ -296,10 +298,31 @@ def test_a_server_killed_mid_run_fails_the_run_in_one_line_keeping_the_frames_wr
     assert run.returncode == 1, stderr
     assert stderr.splitlines()[-1].startswith(f"kanet run: error: {server.url(protocol)}: the server stopped answering "
                                               "("), stderr
-    assert stderr.splitlines()[-1].endswith("still after 3 retries over 3.5 s"), stderr
-    assert "Traceback" not in stderr and 3.0 < time.monotonic() - started < 30  # it waited for the server
+    assert stderr.splitlines()[-1].endswith("still after 4 retries over 7.5 s"), stderr
+    assert "Traceback" not in stderr and 7.0 < time.monotonic() - started < 30  # it waited for the server
     written = pngs(out)
     assert 3 <= len(written) < 60 and all(data == (local / name).read_bytes() for name, data in written.items())
+
+
+@pytest.mark.slow
+def test_a_server_restarted_mid_run_is_retried_and_the_run_completes(server_install, model_repo, long_source,
+                                                                      tmp_path):
+    source, local = long_source
+    out = tmp_path / "out"
+    with running_server(server_install, model_repo, tmp_path / "first.log") as first:
+        run = subprocess.Popen([sys.executable, "-m", "kanet", "run", "--model", first.url("grpc"), "--source",
+                                str(source), "--output", str(out)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("*.png"))) < 3:
+            assert run.poll() is None, f"kanet run ended ({run.returncode}) before the server was killed"
+            assert time.monotonic() < deadline, "kanet run wrote fewer than 3 frames in 120 s"
+            time.sleep(0.05)
+        first.process.send_signal(signal.SIGKILL)
+    with running_server(server_install, model_repo, tmp_path / "second.log", (first.http, first.grpc, first.metrics)):
+        stderr = run.communicate(timeout=120)[1]
+    assert run.returncode == 0, stderr
+    assert "60 of 60 frames written" in stderr
+    assert pngs(out) == pngs(local)
 
 
 @pytest.mark.parametrize("case", ["unreachable", "unknown model", "float input", "device"])
