@@ -15,6 +15,7 @@ import onnx
 
 from runtime.artifacts import ExportFolder
 from runtime.manifest import EngineManifest, manifest_path, read_manifest
+from runtime.onnx_backend import onnx_precision
 
 from .engine import BuildOptions
 from .errors import ExportError
@@ -42,6 +43,7 @@ class TritonModel:
     source: Path           # the export file served
     max_batch_size: int
     io: FrameIO
+    precision: str         # what the served file computes in, "fp32" or "fp16": `kanet run` reports it
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,8 @@ def config_text(model: TritonModel, spatial: tuple[int, int] = (-1, -1), instanc
     for section, name in (("input", model.io.input), ("output", model.io.output)):
         lines += [f"{section} [", "  {", f'    name: "{name}"', "    data_type: TYPE_UINT8",
                   f"    dims: {dims}", "  }", "]"]
-    lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}", "}",
+    lines += [f'parameters {{ key: "precision" value: {{ string_value: "{model.precision}" }} }}',
+              "dynamic_batching {", f"  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}", "}",
               f"instance_group [ {{ count: {instances} kind: {model.kind} }} ]"]
     if model.name == ONNX_GPU_MODEL:
         # HEURISTIC: frame sizes vary, and an exhaustive cuDNN search on each new size stalls a video stream
@@ -170,13 +173,13 @@ def write_triton_repository(export_dir: str | Path, out: str | Path, overwrite: 
     else:
         profile = manifest.profiles[0]
         planned.append((TritonModel(TENSORRT_MODEL, "tensorrt_plan", "KIND_GPU", engines[0], profile.max[0],
-                                    engine_frame_io(manifest, engines[0])),
+                                    engine_frame_io(manifest, engines[0]), manifest.precision),
                         (_dims(profile.min[1], profile.max[1]), _dims(profile.min[2], profile.max[2]))))
     for name, kind, onnx_path in ((ONNX_GPU_MODEL, "KIND_GPU", folder.fp16_onnx),
                                   (ONNX_CPU_MODEL, "KIND_CPU", folder.fp32_onnx)):
         if onnx_path.is_file():
             planned.append((TritonModel(name, "onnxruntime_onnx", kind, onnx_path, onnx_batch,
-                                        onnx_frame_io(onnx_path)), (-1, -1)))
+                                        onnx_frame_io(onnx_path), onnx_precision(onnx_path)), (-1, -1)))
         else:
             skipped.append(f"{name}: {export_dir} holds no {onnx_path.name}")
 

@@ -41,7 +41,7 @@ class Backend(Protocol):
     name: str                              # what runs the model, e.g. "onnxruntime:CPUExecutionProvider"
     precision: str                         # "fp32", "fp16" or "bf16": what the model computes in
     min_shape: tuple[int, int, int]        # the smallest (N, H, W) one call takes
-    max_shape: tuple[int, int, int] | None  # the largest; None when unbounded
+    max_shape: tuple[int | None, int | None, int | None] | None  # the largest; None (or a None in it): unbounded
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, Timings]:
         """A contiguous uint8 N x H x W x 3 batch within the shape limits -> the dehazed batch."""

@@ -22,6 +22,7 @@ from .images import as_batch, as_bgr8, fit_long_side
 from .manifest import read_manifest, verify_engine
 from .openvino_backend import OpenVinoOptions
 from .tiling import run_tiled
+from .triton_backend import is_server_model
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino")
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
@@ -67,16 +68,36 @@ def resolve_model(path: Path, backend: str, device: str = "auto", half: bool = F
                       f"{'; --half takes the FP16 models only' if half else ''})")
 
 
-def _tile_size(tile, max_shape: tuple[int, int, int] | None) -> tuple[int, int] | None:
+def _frame_limit(max_shape) -> tuple[int, int] | None:
+    """The largest (H, W) the model takes in one call; None when either is unbounded (ONNX, a server model)."""
+    if max_shape is None or None in max_shape[1:]:
+        return None
+    return max_shape[1], max_shape[2]
+
+
+def _tile_size(tile, max_shape) -> tuple[int, int] | None:
     if tile is None or tile is False or tile == 0:
         return None
     height, width = (tile, tile) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
     if min(height, width) < MIN_FRAME_SIZE:
         raise DehazeError(f"tile {height}x{width}: tiles must be at least {MIN_FRAME_SIZE} x {MIN_FRAME_SIZE}")
-    if max_shape and (height > max_shape[1] or width > max_shape[2]):
+    limit = _frame_limit(max_shape)
+    if limit and (height > limit[0] or width > limit[1]):
         raise DehazeError(f"tile {height}x{width} is larger than the engine profile allows "
-                          f"({max_shape[1]}x{max_shape[2]})")
+                          f"({limit[0]}x{limit[1]})")
     return height, width
+
+
+def _server_backend(spec: str, backend: str, device: str, half: bool) -> Backend:
+    """A model on a Triton server: the server decides what runs it and where, so flags choosing that are errors."""
+    from .triton_backend import TritonBackend, parse_server_model
+
+    chosen = [flag for flag, given in ((f"--backend {backend}", backend != "auto"),
+                                       (f"--device {device}", device != "auto"), ("--half", half)) if given]
+    if chosen:
+        raise DehazeError(f"{spec} is a model on a Triton server, which decides how and where it runs; "
+                          f"drop {' and '.join(chosen)}")
+    return TritonBackend(parse_server_model(spec))
 
 
 class Dehazer:
@@ -98,7 +119,8 @@ class Dehazer:
     def load(cls, path: str | Path, backend: str = "auto", device: str | int = "auto", tile=None,
              tile_overlap: int = 32, half: bool = False, max_side: int | None = None, verify: bool = True,
              openvino: OpenVinoOptions | None = None, threads: int | None = None) -> Dehazer:
-        """path: an engine (.plan with its .json manifest), a frame-I/O .onnx, or a `kanet export` folder.
+        """path: an engine (.plan with its .json manifest), a frame-I/O .onnx, a `kanet export` folder, or a model on
+        a Triton server, grpc://HOST:PORT/MODEL or http://HOST:PORT/MODEL (runtime.triton_backend).
         device: auto, cpu, a GPU index or cuda:N (see runtime.devices). half: an FP16 model or none.
         tile: None = tile only frames larger than the model accepts (at its largest size);
         an int or (height, width) = tile frames larger than that; 0 or False = never tile.
@@ -109,9 +131,12 @@ class Dehazer:
         threads: ONNX Runtime's CPU threads (default: every core)."""
         if backend not in BACKENDS:
             raise DehazeError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-        device, path = parse_device(device), Path(path)
+        device = parse_device(device)
         if openvino is not None and backend != "openvino":
             raise DehazeError(f"OpenVINO options apply to the openvino backend, not {backend!r}")
+        if is_server_model(path):
+            return cls(_server_backend(str(path), backend, device, half), tile, tile_overlap, max_side)
+        path = Path(path)
         if backend == "openvino" and half:
             raise DehazeError("--half takes the FP16 models, which OpenVINO does not run; OpenVINO runs the FP32 "
                               "model in BF16 with --ov-precision bf16")
@@ -164,8 +189,8 @@ class Dehazer:
         return self._impl.precision
 
     @property
-    def max_shape(self) -> tuple[int, int, int] | None:
-        """(N, H, W) the model takes in one call; None when unbounded (ONNX)."""
+    def max_shape(self) -> tuple[int | None, int | None, int | None] | None:
+        """(N, H, W) the model takes in one call; None when unbounded (ONNX), a None in it for a dimension that is."""
         return self._impl.max_shape
 
     @property
@@ -227,7 +252,7 @@ class Dehazer:
         return out, sum(spent, Timings())
 
     def _tile_for(self, height: int, width: int) -> tuple[int, int] | None:
-        limit = self._tile or (self.max_shape[1:] if self.max_shape else None)
+        limit = self._tile or _frame_limit(self.max_shape)
         if limit is None or (height <= limit[0] and width <= limit[1]):
             return None
         if not self._tiling:
@@ -240,7 +265,7 @@ class Dehazer:
         """Run batches within the profile: split large ones, pad small frames and batches, crop back."""
         n, height, width, _ = batch.shape
         min_n, min_h, min_w = self.min_shape
-        max_n = self.max_shape[0] if self.max_shape else n
+        max_n = (self.max_shape[0] if self.max_shape else None) or n
         pad_h, pad_w = max(0, min_h - height), max(0, min_w - width)
         outputs, timings = [], Timings()
         for start in range(0, n, max_n):

@@ -64,8 +64,8 @@ def test_an_export_becomes_onnx_runtime_models_and_says_why_the_rtx_engine_is_le
     assert manifest.tensorrt.flavour == "tensorrt_rtx"  # what this CPU machine builds: Triton cannot load it
     assert sorted(p.name for p in repo.iterdir()) == ["README.md", "kanet_onnx_cpu", "kanet_onnx_gpu"]
     assert "not written: kanet_tensorrt: kanet_fp16.plan was built with tensorrt_rtx" in out
-    for name, source, kind in (("kanet_onnx_gpu", "kanet_fp16.onnx", mc.ModelInstanceGroup.KIND_GPU),
-                               ("kanet_onnx_cpu", "kanet_fp32.onnx", mc.ModelInstanceGroup.KIND_CPU)):
+    for name, source, kind, precision in (("kanet_onnx_gpu", "kanet_fp16.onnx", mc.ModelInstanceGroup.KIND_GPU, "fp16"),
+                                          ("kanet_onnx_cpu", "kanet_fp32.onnx", mc.ModelInstanceGroup.KIND_CPU, "fp32")):
         config = model_config(repo, name)
         session = ort.InferenceSession(str(exported["dir"] / source), providers=["CPUExecutionProvider"])
         assert (config.name, config.platform) == (name, "onnxruntime_onnx")
@@ -73,6 +73,7 @@ def test_an_export_becomes_onnx_runtime_models_and_says_why_the_rtx_engine_is_le
         check_frame_io(config, (session.get_inputs()[0].name, session.get_outputs()[0].name), [-1, -1, 3])
         assert config.dynamic_batching.max_queue_delay_microseconds == MAX_QUEUE_DELAY_US
         assert [(g.kind, g.count) for g in config.instance_group] == [(kind, 1)]
+        assert config.parameters["precision"].string_value == precision  # what `kanet run --model grpc://...` reports
         assert sha256_file(repo / name / "1" / "model.onnx") == sha256_file(exported["dir"] / source)
     (cuda,) = model_config(repo, "kanet_onnx_gpu").optimization.execution_accelerators.gpu_execution_accelerator
     assert cuda.name == "cuda" and cuda.parameters["cudnn_conv_algo_search"] == "HEURISTIC"
@@ -93,6 +94,7 @@ def test_a_full_tensorrt_engine_becomes_a_tensorrt_plan_model_with_its_manifest(
     assert (config.platform, config.max_batch_size) == ("tensorrt_plan", profile.max[0])
     check_frame_io(config, (manifest.io["input"]["name"], manifest.io["output"]["name"]), [-1, -1, 3])
     assert [(g.kind, g.count) for g in config.instance_group] == [(mc.ModelInstanceGroup.KIND_GPU, 2)]
+    assert config.parameters["precision"].string_value == manifest.precision == "fp16"
     assert config.dynamic_batching.max_queue_delay_microseconds == MAX_QUEUE_DELAY_US
     plan = repo / "kanet_tensorrt" / "1" / "model.plan"
     verify_engine(plan, read_manifest(plan))  # the manifest travels as 1/model.json and still fits the plan

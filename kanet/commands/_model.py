@@ -15,8 +15,10 @@ from runtime.openvino_backend import MODES, PRECISIONS, OpenVinoOptions
 
 from kanet.cli import number, path_option
 
-MODEL_HELP = ("engine (.plan with its .json manifest: TensorRT on a GPU), ONNX model (ONNX Runtime), or a "
-              "`kanet export` folder (its engine where a GPU can run it, else its FP32 ONNX)")
+MODEL_HELP = ("engine (.plan with its .json manifest: TensorRT on a GPU), ONNX model (ONNX Runtime), a "
+              "`kanet export` folder (its engine where a GPU can run it, else its FP32 ONNX), or a model on a Triton "
+              "server: grpc://HOST:PORT/MODEL or http://HOST:PORT/MODEL (e.g. one `kanet triton` wrote; the server "
+              "decides how it runs, so --backend, --device and --half stay unset)")
 
 
 def add_device_argument(parser, what: str = "where the model runs", default: str | None = "auto") -> None:
