@@ -64,7 +64,7 @@ def device_count() -> int:
 def driver_version() -> str | None:
     """The CUDA version the installed driver supports ('13.0'); None without an NVIDIA driver."""
     number = cudart.cudaDriverGetVersion()[1] or 0
-    return _version(number) if number else None
+    return version_text(number) if number else None
 
 
 def device_name(device: int) -> tuple[str, int]:

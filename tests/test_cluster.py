@@ -20,7 +20,7 @@ import pytest
 
 from conftest import REPO
 from kanet.cli import main
-from test_run_command import FPS, H, W, make_clip
+from test_run_command import make_clip
 
 ray = pytest.importorskip("ray")
 
@@ -202,27 +202,6 @@ def test_a_worker_killed_mid_run_has_its_work_redone_elsewhere(cluster, frame_on
     assert any("started again on another worker (1/2)" in r.getMessage() for r in caplog.records)
 
 
-def make_gop_clip(path: Path, frames: int, gop: int) -> Path:
-    """Like make_clip (AAC tone included), with a keyframe every `gop` frames, so the file can be cut."""
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=FPS)
-        video.width, video.height, video.pix_fmt = W, H, "yuv420p"
-        video.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
-        sound = out.add_stream("aac", rate=16000, layout="mono")
-        for i in range(frames):
-            image = np.full((H, W, 3), (i * 8) % 256, np.uint8)
-            image[:, : (i * 2) % W] = (40, 200, 90)
-            out.mux(video.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
-        out.mux(video.encode(None))
-        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(16000 * frames // FPS) / 16000)).astype(np.float32)
-        for start in range(0, len(tone), 1024):
-            chunk = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="flt", layout="mono")
-            chunk.sample_rate, chunk.pts = 16000, start
-            out.mux(sound.encode(chunk))
-        out.mux(sound.encode(None))
-    return path
-
-
 def _decoded(path: Path) -> tuple[list[int], list[np.ndarray], list[tuple[int, bytes]]]:
     """Video frames' pts and pixels, audio packets' pts and bytes."""
     with av.open(str(path)) as container:
@@ -235,7 +214,7 @@ def _decoded(path: Path) -> tuple[list[int], list[np.ndarray], list[tuple[int, b
 def test_a_file_is_cut_at_keyframes_into_even_spans(tmp_path):
     from runtime.segments import PacketIndex, segment_count
 
-    index = PacketIndex.read(str(make_gop_clip(tmp_path / "long.mp4", 80, gop=10)))
+    index = PacketIndex.read(str(make_clip(tmp_path / "long.mp4", 80, gop=10)))
     assert len(index.times) == 80 and len(index.keys) == 7
     spans = index.spans(segment_count(80, 80, workers=2))
     assert [(s.first, s.frames, s.start_s, s.end_s) for s in spans] == [(0, 30, 0.0, 3.0), (30, 20, 3.0, 5.0),
@@ -248,7 +227,7 @@ def test_a_long_video_in_segments_joins_to_the_single_process_output(cluster, fr
     """An 80-frame clip (a keyframe every 10) on 2 workers is cut into 3 segments; the joined lossless video
     decodes to the single-process run's frames at the same times, with the same audio packets, and a PNG
     folder holds the same 80 images under the same names."""
-    clip = make_gop_clip(tmp_path / "long.mp4", 80, gop=10)
+    clip = make_clip(tmp_path / "long.mp4", 80, gop=10)
     run = ["run", "--model", str(frame_onnx), "--source", str(clip)]
     assert main([*run, "--output", str(tmp_path / "single" / "long.mkv"), "--lossless"]) == 0
     assert main([*run, "--output", str(tmp_path / "single" / "png")]) == 0
@@ -275,7 +254,7 @@ def test_a_long_video_in_segments_joins_to_the_single_process_output(cluster, fr
 def test_a_lossy_split_video_keeps_every_frame_time_and_audio_packet(cluster, frame_onnx, tmp_path, capsys):
     """The default H.264 (B-frames; Matroska stores no decode times) joined from segments: the same frames at the
     same times with the same audio as a single-process run; the pixels only as close as two encodes are."""
-    clip = make_gop_clip(tmp_path / "long.mp4", 80, gop=10)
+    clip = make_clip(tmp_path / "long.mp4", 80, gop=10)
     run = ["run", "--model", str(frame_onnx), "--source", str(clip)]
     assert main([*run, "--output", str(tmp_path / "single.mkv")]) == 0
     capsys.readouterr()
@@ -292,7 +271,7 @@ def test_a_lossy_split_video_keeps_every_frame_time_and_audio_packet(cluster, fr
 def test_a_segment_whose_worker_is_killed_is_redone_and_the_join_is_whole(cluster, frame_onnx, tmp_path, caplog):
     """worker-1 dies inside its segment of a split file: the segment is done again by worker-2 and the joined
     lossless video still decodes to the single-process run's 80 frames, at the same times."""
-    clip = make_gop_clip(tmp_path / "long.mp4", 80, gop=10)
+    clip = make_clip(tmp_path / "long.mp4", 80, gop=10)
     run = ["run", "--model", str(frame_onnx), "--source", str(clip), "--lossless"]
     assert main([*run, "--output", str(tmp_path / "single.mkv")]) == 0
     killer = _kill_when_busy("worker-1", after_frames=3)

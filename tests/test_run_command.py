@@ -27,11 +27,15 @@ from runtime import Dehazer
 H, W, FPS = 48, 64, 10
 
 
-def make_clip(path: Path, frames: int, audio: bool = True, container: str | None = None) -> Path:
-    """A small H.264 clip (moving bar over a changing colour) with a 440 Hz AAC tone, written with PyAV."""
+def make_clip(path: Path, frames: int, audio: bool = True, container: str | None = None,
+              gop: int | None = None) -> Path:
+    """A small H.264 clip (moving bar over a changing colour) with a 440 Hz AAC tone, written with PyAV; `gop`: a
+    keyframe exactly every `gop` frames (so the file can be cut), else the encoder's choice."""
     with av.open(str(path), "w", format=container) as out:
         video = out.add_stream("libx264", rate=FPS)
         video.width, video.height, video.pix_fmt = W, H, "yuv420p"
+        if gop:
+            video.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
         sound = out.add_stream("aac", rate=16000, layout="mono") if audio else None
         for i in range(frames):
             image = np.full((H, W, 3), (i * 8) % 256, np.uint8)

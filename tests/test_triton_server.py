@@ -247,7 +247,7 @@ def test_kanet_run_on_a_triton_server_writes_the_local_models_frames(protocol, s
     done = kanet_run("--model", url, "--source", frames["a"], "--source", frames["b"], "--output", out,
                      "--batch", 5, "--summary", summary)
     assert done.returncode == 0, done.stderr
-    assert f"11 of 11 frames written" in done.stderr and f"triton:{url} fp32" in done.stderr, done.stderr
+    assert "11 of 11 frames written" in done.stderr and f"triton:{url} fp32" in done.stderr, done.stderr
     assert pngs(out) == local_frames
     after = executed_batches(server)
     assert max(after) == 2 and sum(after.values()) > sum(before.values()), after  # kanet triton's max batch
@@ -277,6 +277,18 @@ def long_source(frame_onnx, tmp_path_factory) -> tuple[Path, Path]:
     return root / "frames", root / "local"
 
 
+def _run_until_3_written(model: str, source: Path, out: Path) -> subprocess.Popen:
+    """`kanet run` started on `model`, once it has written 3 frames (so the server can be killed mid-run)."""
+    run = subprocess.Popen([sys.executable, "-m", "kanet", "run", "--model", model, "--source", str(source),
+                            "--output", str(out)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("*.png"))) < 3:
+        assert run.poll() is None, f"kanet run ended ({run.returncode}) before the server was killed"
+        assert time.monotonic() < deadline, "kanet run wrote fewer than 3 frames in 120 s"
+        time.sleep(0.05)
+    return run
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_a_server_killed_mid_run_fails_the_run_in_one_line_keeping_the_frames_written(
@@ -285,13 +297,7 @@ def test_a_server_killed_mid_run_fails_the_run_in_one_line_keeping_the_frames_wr
     source, local = long_source
     out = tmp_path / "out"
     with running_server(server_install, model_repo, tmp_path / "tritonserver.log") as server:
-        run = subprocess.Popen([sys.executable, "-m", "kanet", "run", "--model", server.url(protocol), "--source",
-                                str(source), "--output", str(out)], cwd=REPO, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while len(list(out.glob("*.png"))) < 3:
-            assert run.poll() is None, f"kanet run ended ({run.returncode}) before the server was killed"
-            assert time.monotonic() < deadline, "kanet run wrote fewer than 3 frames in 120 s"
-            time.sleep(0.05)
+        run = _run_until_3_written(server.url(protocol), source, out)
         server.process.send_signal(signal.SIGKILL)
     started = time.monotonic()
     stderr = run.communicate(timeout=120)[1]
@@ -310,13 +316,7 @@ def test_a_server_restarted_mid_run_is_retried_and_the_run_completes(server_inst
     source, local = long_source
     out = tmp_path / "out"
     with running_server(server_install, model_repo, tmp_path / "first.log") as first:
-        run = subprocess.Popen([sys.executable, "-m", "kanet", "run", "--model", first.url("grpc"), "--source",
-                                str(source), "--output", str(out)], cwd=REPO, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while len(list(out.glob("*.png"))) < 3:
-            assert run.poll() is None, f"kanet run ended ({run.returncode}) before the server was killed"
-            assert time.monotonic() < deadline, "kanet run wrote fewer than 3 frames in 120 s"
-            time.sleep(0.05)
+        run = _run_until_3_written(first.url("grpc"), source, out)
         first.process.send_signal(signal.SIGKILL)
     with running_server(server_install, model_repo, tmp_path / "second.log", (first.http, first.grpc, first.metrics)):
         stderr = run.communicate(timeout=120)[1]
@@ -331,9 +331,9 @@ def test_a_server_model_that_cannot_serve_is_a_one_line_error(case, server, fram
         "unreachable": (f"grpc://127.0.0.1:{_free_port()}/{ONNX_CPU_MODEL}", [],
                         "no Triton server answers at 127.0.0.1:"),
         "unknown model": (server.url("http", "kanet_nope"), [],
-                          f"the server has no model 'kanet_nope' ready; its repository holds: "),
+                          "the server has no model 'kanet_nope' ready; its repository holds: "),
         "float input": (server.url("grpc", FLOAT_MODEL), [],
-                        f"the model input frames is TYPE_FP32 [-1, -1, -1, 3], not uint8 N x H x W x 3 frames"),
+                        "the model input frames is TYPE_FP32 [-1, -1, -1, 3], not uint8 N x H x W x 3 frames"),
         "device": (server.url("grpc"), ["--device", "cpu"], "which decides how and where it runs; drop --device cpu"),
     }[case]
     done = kanet_run("--model", model, *extra, "--source", frames["b"], "--output", tmp_path / "out")
