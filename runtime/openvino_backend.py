@@ -86,27 +86,25 @@ class OpenVinoBackend(HostBackend):
                               "(a tensor-I/O export, for analysis?); export a frame-I/O model for the runtime: "
                               "kanet export CKPT --out DIR (default --io frames)")
         self._request = self._compiled.create_infer_request()
-        self._queue = None
-        if options.mode == "throughput":
-            requests = self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
-            self._queue = ov.AsyncInferQueue(self._compiled, requests)
+        # throughput: one request per stream, waited on here (no Python callbacks on OpenVINO's threads)
+        streams = self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS") if options.mode == "throughput" else 1
+        self._parallel = [self._compiled.create_infer_request() for _ in range(streams)] if streams > 1 else []
         self.precision = runs_as(self._compiled)
-        self.name = backend_name(ov) + (f" x{requests} requests" if self._queue else "")
+        self.name = backend_name(ov) + (f" x{streams} requests" if self._parallel else "")
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        if self._queue is None or len(batch) == 1:
+        if not self._parallel or len(batch) == 1:
             return self._request.infer({0: batch})[0]
         out = np.empty_like(batch)
-
-        def done(request, index: int) -> None:
-            out[index] = request.get_output_tensor(0).data[0]
-
-        self._queue.set_callback(done)
-        for index in range(len(batch)):
-            self._queue.start_async({0: batch[index:index + 1]}, index)
-        self._queue.wait_all()
+        for start in range(0, len(batch), len(self._parallel)):
+            started = list(zip(self._parallel, range(start, min(start + len(self._parallel), len(batch)))))
+            for request, index in started:
+                request.start_async({0: batch[index:index + 1]})
+            for request, index in started:
+                request.wait()
+                out[index] = request.get_output_tensor(0).data[0]
         return out
 
     def close(self) -> None:
-        self._request = self._queue = None
+        self._request, self._parallel = None, []
         self._compiled = None

@@ -52,9 +52,9 @@ def add_openvino_arguments(parser) -> None:
                         help="--backend openvino: inference threads (default: OpenVINO's choice, every core)")
     parser.add_argument("--ov-mode", choices=tuple(MODES),
                         help="--backend openvino: latency (one request on every core) or throughput (the cores split "
-                             "into streams, a batch's frames run as parallel requests; 1.3x the frames/s of latency "
-                             "for batches of 4 at 256x256 on 2 cores); default: throughput when --batch is above 1, "
-                             "else latency")
+                             "into streams, a batch's frames run as parallel requests: OpenVINO's advice for many-core "
+                             "CPUs; on 2 cores it measured the same as latency); default: throughput when --batch is "
+                             "above 1, else latency")
     parser.add_argument("--ov-cache", type=path_option, metavar="DIR",
                         help="--backend openvino: compiled-model cache, so a second start skips compiling "
                              "(default: openvino/ in the user cache folder, see --cache-dir)")
