@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .dehazer import Dehazer
 from .errors import DehazeError, KanetError
@@ -82,7 +82,7 @@ class Worker:
                                       "path") from None
             openvino = model.openvino
             if openvino is not None and openvino.threads is None:  # this worker's share, not every core
-                openvino = OpenVinoOptions(openvino.precision, openvino.cache_dir, threads)
+                openvino = replace(openvino, threads=threads)
             self._dehazer = Dehazer.load(model.path, model.backend, model.device, model.tile, model.tile_overlap,
                                          model.half, model.max_side, verify=model.verify, openvino=openvino,
                                          threads=threads)

@@ -101,6 +101,19 @@ def test_sources_spread_over_two_workers_match_a_single_process_run(cluster, fra
     assert sum(w["frames_out"] for w in workers.values()) == 24
 
 
+def test_openvino_workers_get_the_options_given_with_their_share_of_threads(cluster, frame_onnx, media, tmp_path,
+                                                                            capsys):
+    pytest.importorskip("openvino")
+    cache = tmp_path / "ov_cache"
+    code = main(["run", "--model", str(frame_onnx), "--source", str(media["photos"]), "--output", str(tmp_path / "out"),
+                 "--backend", "openvino", "--ov-cache", str(cache), "--cluster", "auto", "--workers", "2",
+                 "--summary", str(tmp_path / "s.json")])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["backend"].startswith("openvino ") and summary["frames_out"] == 3
+    assert any(cache.iterdir())  # the workers compiled into the cache they were given
+
+
 def test_video_outputs_keep_their_names_and_audio(cluster, frame_onnx, media, tmp_path, capsys):
     out = tmp_path / "clear.mkv"
     code = main(["run", "--model", str(frame_onnx), "--source", str(media["one"]), "--source", str(media["two"]),
