@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 
-import onnx
-
 from runtime.artifacts import MIN_FRAME_SIZE
 from runtime.atomic import write_bytes
 from runtime.cuda import compute_capability, device_count
@@ -30,7 +28,6 @@ from runtime.trt import import_tensorrt as runtime_import_tensorrt
 from runtime.trt import rtx_unsupported
 
 from .errors import ExportError
-from .onnx_attention import recorded_attention_forms
 
 RTX_TARGETS = ("SM75", "SM80", "SM86", "SM89", "SM120")
 
@@ -186,8 +183,9 @@ def _tensor_io(tensor, layout: str) -> dict:
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildOptions = BuildOptions(),
                  precision: str = "fp16", fp32_nodes: list[str] | None = None, checkpoint_sha256: str | None = None,
-                 prefer: str | None = None) -> EngineManifest:
-    """Parse, configure, build, write the plan atomically and its manifest; return the manifest."""
+                 prefer: str | None = None, attention_forms: list[dict] | None = None) -> EngineManifest:
+    """Parse, configure, build, write the plan atomically and its manifest; return the manifest.
+    fp32_nodes and attention_forms: what the ONNX's exporter recorded, copied into the manifest."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():
         raise ExportError(f"{onnx_path}: no such ONNX file")
@@ -219,7 +217,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
         onnx=FileRecord(str(onnx_path), onnx_sha), checkpoint_sha256=checkpoint_sha256,
         cache_key=options.key(onnx_sha, flavour, trt.__version__, targets), targets=targets,
         fp32_nodes=fp32_nodes or [], layer_precisions=layer_precisions(network),
-        attention_forms=recorded_attention_forms(onnx.load(str(onnx_path), load_external_data=False)),
+        attention_forms=attention_forms or [],
         io={"input": _tensor_io(tensor_in, "NHWC BGR" if frames else "NCHW RGB [-1, 1]"),
             "output": _tensor_io(tensor_out, "NHWC BGR" if frames else "NCHW RGB [0, 1]")},
         builder={"workspace_gib": options.workspace_gib, "optimization_level": options.optimization_level,

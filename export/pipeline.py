@@ -19,7 +19,7 @@ from .cache import engines_dir, user_cache_dir
 from .engine import BuildOptions, build_engine, cached_engine
 from .errors import ExportError
 from .fp16 import convert_fp16
-from .onnx_attention import attention_report
+from .onnx_attention import attention_report, recorded_attention_forms
 from .onnx_export import ATTENTION_OPSET, DEFAULT_OPSET, export_onnx
 
 
@@ -37,22 +37,31 @@ class EngineBuild:
         return cls(EngineManifest.from_json(doc), bool(doc.get("reused_from_cache")))
 
 
+def _engine_source_forms(onnx_path: Path) -> list[dict]:
+    """The attention forms an engine source's exporter recorded (read once, before the build, and let go);
+    ExportError for ONNX Runtime's MultiHeadAttention form, which TensorRT cannot parse."""
+    graph = onnx.load(str(onnx_path), load_external_data=False)
+    if attention_report(graph)["multihead_attention"]:
+        raise ExportError(f"{onnx_path}: holds com.microsoft.MultiHeadAttention, the ONNX Runtime form, which "
+                          "TensorRT cannot parse; build from kanet_fp16_tensorrt.onnx, or from kanet_fp32_tensorrt.onnx "
+                          "(written by `kanet export --precision fp32`)")
+    return recorded_attention_forms(graph)
+
+
 def engine_from_onnx(onnx_path: Path, out_dir: Path, options: BuildOptions, cache_dir: str | Path | None,
                      precision: str, fp32_nodes: list[str], checkpoint_sha256: str | None = None) -> EngineBuild:
     """The engine for onnx_path in out_dir: reused from the cache folder's engines/ (cache_dir None: the
     user's, export.cache) when inputs and options match."""
     options.profile.validate()
-    if attention_report(onnx.load(str(onnx_path), load_external_data=False))["multihead_attention"]:
-        raise ExportError(f"{onnx_path}: holds com.microsoft.MultiHeadAttention, the ONNX Runtime form, which "
-                          "TensorRT cannot parse; build from kanet_fp16_tensorrt.onnx, or from kanet_fp32_tensorrt.onnx "
-                          "(written by `kanet export --precision fp32`)")
+    forms = _engine_source_forms(onnx_path)
     target = ExportFolder(out_dir).engine(precision)
     engines = engines_dir(user_cache_dir(cache_dir))
     hit, key = cached_engine(engines, onnx_path, options)
     reused = hit is not None
     if hit is None:
         hit = engines / f"kanet_{precision}_{key[:16]}.plan"
-        build_engine(onnx_path, hit, options, precision, fp32_nodes, checkpoint_sha256)
+        build_engine(onnx_path, hit, options, precision, fp32_nodes, checkpoint_sha256,
+                     attention_forms=forms)
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(hit, target)
     manifest = read_manifest(hit)
