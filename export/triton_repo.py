@@ -15,7 +15,7 @@ import onnx
 
 from runtime.artifacts import ExportFolder
 from runtime.manifest import EngineManifest, manifest_path, read_manifest
-from runtime.onnx_backend import onnx_precision
+from runtime.onnx_backend import model_precision
 
 from .engine import BuildOptions
 from .errors import ExportError
@@ -54,9 +54,10 @@ class TritonRepository:
     tensorrt_version: str | None  # the version Triton's container must have for the plan, when one was written
 
 
-def onnx_frame_io(path: Path) -> FrameIO:
-    """The input and output names of a frame-I/O ONNX (uint8 N x H x W x 3); ExportError for anything else."""
-    graph = onnx.load(str(path), load_external_data=False).graph
+def onnx_frame_io(model: onnx.ModelProto, path: Path) -> FrameIO:
+    """The input and output names of a frame-I/O ONNX (uint8 N x H x W x 3) read from `path`; ExportError for
+    anything else."""
+    graph = model.graph
     weights = {init.name for init in graph.initializer}
     inputs = [value for value in graph.input if value.name not in weights]
     if len(inputs) != 1 or len(graph.output) != 1:
@@ -178,8 +179,9 @@ def write_triton_repository(export_dir: str | Path, out: str | Path, overwrite: 
     for name, kind, onnx_path in ((ONNX_GPU_MODEL, "KIND_GPU", folder.fp16_onnx),
                                   (ONNX_CPU_MODEL, "KIND_CPU", folder.fp32_onnx)):
         if onnx_path.is_file():
+            model = onnx.load(str(onnx_path), load_external_data=False)  # once, for its I/O and its precision
             planned.append((TritonModel(name, "onnxruntime_onnx", kind, onnx_path, onnx_batch,
-                                        onnx_frame_io(onnx_path), onnx_precision(onnx_path)), (-1, -1)))
+                                        onnx_frame_io(model, onnx_path), model_precision(model)), (-1, -1)))
         else:
             skipped.append(f"{name}: {export_dir} holds no {onnx_path.name}")
 

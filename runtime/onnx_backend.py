@@ -14,11 +14,14 @@ PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecution
 GPU_PROVIDERS = PREFERRED[:2]
 
 
-def onnx_precision(path: Path) -> str:
+def model_precision(model: onnx.ModelProto) -> str:
     """'fp16' when any weight is stored in half precision (the mixed FP16 export), else 'fp32'."""
-    model = onnx.load(str(path), load_external_data=False)
     half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
     return "fp16" if half else "fp32"
+
+
+def onnx_precision(path: Path) -> str:
+    return model_precision(onnx.load(str(path), load_external_data=False))
 
 
 class OnnxBackend(HostBackend):
