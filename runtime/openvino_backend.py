@@ -5,6 +5,7 @@ ONNX Runtime and OpenVINO run the same file.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,16 +51,24 @@ class OpenVinoOptions:
             raise DehazeError(f"OpenVINO threads {self.threads}: must be at least 1")
 
 
+@functools.cache
+def shared_core():
+    """The process's one OpenVINO Core. Each Core's CPU plugin installs an alternate signal stack of its own on
+    the thread that made it, and puts back the one it found when it goes: two Cores dropped in the order they
+    were made leave the first one's freed stack installed, and the next Python signal handler on that thread
+    (Ctrl-C, a child process's exit) kills the process with SIGSEGV (seen in the test suite, OpenVINO 2026.4)."""
+    return import_openvino().Core()
+
+
 def compile_cpu(path: Path, options: OpenVinoOptions):
     """(openvino module, the model compiled for OpenVINO's CPU plugin as `options` say)."""
-    ov = import_openvino()
-    core = ov.Core()
+    ov, core = import_openvino(), shared_core()
     config = {"INFERENCE_PRECISION_HINT": PRECISIONS[options.precision], "PERFORMANCE_HINT": MODES[options.mode]}
     if options.threads is not None:
         config["INFERENCE_NUM_THREADS"] = options.threads
-    if options.cache_dir is not None:
+    if options.cache_dir is not None:  # per model, not on the shared Core
         Path(options.cache_dir).mkdir(parents=True, exist_ok=True)
-        core.set_property({"CACHE_DIR": str(options.cache_dir)})
+        config["CACHE_DIR"] = str(options.cache_dir)
     try:  # from the path, so a cached compile skips reading the ONNX file too
         return ov, core.compile_model(str(path), "CPU", config)
     except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own for unreadable models

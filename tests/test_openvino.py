@@ -24,11 +24,11 @@ from conftest import REPO, SAMPLES  # noqa: E402
 from export.parity import frame_cases, run_parity  # noqa: E402
 from runtime import DehazeError, Dehazer  # noqa: E402
 from runtime.onnx_backend import OnnxBackend  # noqa: E402
-from runtime.openvino_backend import OpenVinoBackend, OpenVinoOptions  # noqa: E402
+from runtime.openvino_backend import OpenVinoBackend, OpenVinoOptions, shared_core  # noqa: E402
 
 ov = pytest.importorskip("openvino")
 # A CPU without AVX-512 BF16 / AMX runs the bf16 hint in FP32; the tests check what actually runs.
-BF16_RUNS_AS = "bf16" if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "fp32"
+BF16_RUNS_AS = "bf16" if "BF16" in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "fp32"
 ODD_SIZES = ((2, 75, 101), (1, 130, 66))  # odd heights and widths, and a batch of 2
 
 
@@ -57,6 +57,22 @@ def test_throughput_mode_runs_a_batch_as_parallel_requests_with_the_same_frames(
     assert np.array_equal(throughput.run(frames[:1])[0], latency.run(frames[:1])[0])
     latency.close()
     throughput.close()
+
+
+def test_models_dropped_in_the_order_they_were_made_leave_signal_handling_intact(frame_onnx):
+    """Each OpenVINO Core installs an alternate signal stack and restores the previous one when it goes; Cores
+    dropped first-made-first left a freed stack installed, and the next Python signal handler (Ctrl-C, a child's
+    exit) crashed the process with SIGSEGV. One shared Core: a signal after this sequence is handled."""
+    code = ("import gc, os, signal, sys, time\n"
+            "from pathlib import Path\n"
+            "from runtime.openvino_backend import OpenVinoBackend, OpenVinoOptions\n"
+            f"first = OpenVinoBackend(Path({str(frame_onnx)!r}), OpenVinoOptions())\n"
+            f"second = OpenVinoBackend(Path({str(frame_onnx)!r}), OpenVinoOptions(mode='throughput'))\n"
+            "del first; gc.collect(); del second; gc.collect()\n"
+            "signal.signal(signal.SIGUSR1, lambda *_: print('handled'))\n"
+            "os.kill(os.getpid(), signal.SIGUSR1); time.sleep(0.1)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "handled", (done.returncode, done.stderr[-2000:])
 
 
 def test_bf16_hint_runs_what_the_cpu_has(frame_onnx):
