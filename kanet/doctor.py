@@ -141,10 +141,9 @@ def _tensorrt(gpus: list[Gpu]) -> list[TensorRTFlavour]:
     return flavours
 
 
-def _backend(gpus: list[Gpu], providers: list[str]) -> tuple[str, str]:
+def _backend(gpus: list[Gpu]) -> tuple[str, str]:
     """What `kanet run --model EXPORT_DIR --device auto` runs, and why the better ones were passed over."""
-    from runtime.dehazer import engine_unusable
-    from runtime.onnx_backend import GPU_PROVIDERS, PREFERRED
+    from runtime.dehazer import engine_unusable, onnx_runner
     from runtime.trt import import_tensorrt
 
     why_not = engine_unusable(0)
@@ -153,9 +152,8 @@ def _backend(gpus: list[Gpu], providers: list[str]) -> tuple[str, str]:
         gpu = gpus[0]
         return (f"{flavour} {trt.__version__} engine on GPU 0",
                 f"GPU 0 ({gpu.name}, {gpu.compute_capability}) is usable and {flavour} supports it")
-    usable = [p for p in PREFERRED if p in providers and (gpus or p not in GPU_PROVIDERS)]
-    chosen = usable[0] if usable else "CPUExecutionProvider"
-    return f"onnxruntime {chosen}", f"no engine: {why_not}"
+    _, where, passed = onnx_runner("auto")
+    return where, f"no engine: {why_not}" + (f"; {passed}" if passed else "")
 
 
 def diagnose() -> DoctorReport:
@@ -167,12 +165,12 @@ def diagnose() -> DoctorReport:
         ort_version, providers = onnxruntime.__version__, list(onnxruntime.get_available_providers())
     except ImportError:
         ort_version, providers = None, []
-    backend, reason = _backend(gpus, providers)
+    backend, reason = _backend(gpus)
     flavours = _tensorrt(gpus)
     present = nvml_gpus or len(gpus)
     engine = any(support.supported for flavour in flavours for support in flavour.gpus)
     if not present:
-        verdict, code = ("no NVIDIA GPU here: kanet runs ONNX models on the CPU (ONNX Runtime) and builds "
+        verdict, code = (f"no NVIDIA GPU here: kanet runs ONNX models on {backend} and builds "
                          "TensorRT-RTX engines ahead of time for GPUs elsewhere"), 0
     elif cuda_problem:
         verdict, code = f"a GPU is present but unusable: {cuda_problem}", 1

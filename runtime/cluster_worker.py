@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .dehazer import Dehazer
 from .errors import DehazeError, KanetError
@@ -80,12 +80,9 @@ class Worker:
                     raise DehazeError(f"{cwd}: the folder kanet run runs in is not on node {self._node} "
                                       f"({exc.strerror}); the nodes need the same shared storage at the same "
                                       "path") from None
-            openvino = model.openvino
-            if openvino is not None and openvino.threads is None:  # this worker's share, not every core
-                openvino = replace(openvino, threads=threads)
             self._dehazer = Dehazer.load(model.path, model.backend, model.device, model.tile, model.tile_overlap,
-                                         model.half, model.max_side, verify=model.verify, openvino=openvino,
-                                         threads=threads)
+                                         model.half, model.max_side, verify=model.verify, openvino=model.openvino,
+                                         threads=threads)  # this worker's share of the cores, on any CPU back-end
         except KanetError as exc:  # bad input: the driver says it in one line, as a single-process run does
             self._start_error = exc
         self._load_seconds = time.perf_counter() - started

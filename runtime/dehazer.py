@@ -8,6 +8,7 @@ are split. Every result is uint8 BGR of the input's size.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -20,7 +21,7 @@ from .errors import DehazeError
 from .frame_cost import oversize_warning
 from .images import as_batch, as_bgr8, fit_long_side
 from .manifest import read_manifest, verify_engine
-from .openvino_backend import OpenVinoOptions
+from .openvino_backend import OpenVinoMissing, OpenVinoOptions, import_openvino
 from .tiling import run_tiled
 from .triton_backend import is_server_model
 
@@ -50,12 +51,15 @@ def engine_unusable(device: int = 0) -> str | None:
 
 def resolve_model(path: Path, backend: str, device: str = "auto", half: bool = False) -> Path:
     """The file to load: `path` itself, or in a `kanet export` folder the engine when one can run here
-    (never with device 'cpu'), else the FP32 ONNX model; with `half` only the FP16 ones."""
+    (never with device 'cpu'), else the ONNX model: FP16 first where ONNX Runtime runs on a GPU (its CUDA
+    provider), FP32 on the CPU; with `half` only the FP16 ones."""
     if not path.is_dir():
         return path
     folder = ExportFolder(path)
     engines = [folder.engine("fp16")] + ([] if half else [folder.engine("fp32")])
-    onnx = [folder.fp16_onnx] if half else [folder.fp32_onnx, folder.fp16_onnx]
+    gpu_onnx = backend in ("auto", "onnxruntime") and not half and _gpu_for_onnx_runtime(device) is None
+    onnx = ([folder.fp16_onnx] if half else [folder.fp16_onnx, folder.fp32_onnx] if gpu_onnx
+            else [folder.fp32_onnx, folder.fp16_onnx])
     if backend == "tensorrt" or (backend == "auto" and device != "cpu" and any(e.is_file() for e in engines)
                                  and engine_unusable(gpu_index(device)) is None):
         candidates = engines
@@ -66,6 +70,64 @@ def resolve_model(path: Path, backend: str, device: str = "auto", half: bool = F
             return candidate
     raise DehazeError(f"{path}: holds none of {', '.join(c.name for c in candidates)} (written by `kanet export`"
                       f"{'; --half takes the FP16 models only' if half else ''})")
+
+
+def _gpu_for_onnx_runtime(device: str) -> str | None:
+    """Why ONNX Runtime cannot run on a GPU here (CPU-only package, --device cpu, no usable GPU); None when it can."""
+    import onnxruntime as ort
+
+    from .onnx_backend import GPU_PROVIDERS
+
+    if device == "cpu":
+        return "--device cpu"
+    if not set(GPU_PROVIDERS) & set(ort.get_available_providers()):
+        return "this ONNX Runtime has no GPU provider"
+    from .cuda import CudaUnusable, device_count
+
+    try:
+        return None if device_count() > gpu_index(device) else "no NVIDIA GPU is usable here"
+    except CudaUnusable as exc:
+        return str(exc)
+
+
+def _onnx_precision(path: Path) -> str | None:
+    """'fp16' or 'fp32'; None for a file that is no readable ONNX model (the back-end that loads it says so)."""
+    from .onnx_backend import onnx_precision  # ONNX Runtime and onnx load only where an ONNX model runs
+
+    try:
+        return onnx_precision(path)
+    except Exception:  # onnx raises protobuf's DecodeError and others for damaged files
+        return None
+
+
+def onnx_runner(device: str, fp32: bool = True) -> tuple[str, str, str | None]:
+    """(back-end, what runs, why better ones were passed over or None) for an ONNX model under `--backend auto`:
+    ONNX Runtime's GPU provider where a GPU is usable, else (`fp32` models) OpenVINO where it is installed (it
+    fuses attention and needs a third of ONNX Runtime's memory), else ONNX Runtime's CPU provider."""
+    why_no_gpu = _gpu_for_onnx_runtime(device)
+    if why_no_gpu is None:
+        return "onnxruntime", "ONNX Runtime's GPU provider", None
+    if not fp32:
+        return "onnxruntime", "ONNX Runtime's CPU provider", f"not on a GPU: {why_no_gpu}; OpenVINO runs FP32 models"
+    try:
+        import_openvino()
+    except OpenVinoMissing:
+        return "onnxruntime", "ONNX Runtime's CPU provider", f"not on a GPU: {why_no_gpu}; OpenVINO is not installed"
+    return "openvino", "OpenVINO's CPU plugin", f"not on a GPU: {why_no_gpu}"
+
+
+def auto_backend(path: Path, requested: Path, device: str, half: bool) -> tuple[str, str]:
+    """What `--backend auto` runs the resolved model `path` (an engine or an ONNX model) on, `requested` being what
+    the user named, and one line saying why: an engine on TensorRT, an ONNX model as onnx_runner says."""
+    if path.suffix in ENGINE_SUFFIXES:
+        return "tensorrt", f"{path.name} on TensorRT"
+    precision = _onnx_precision(path)
+    if precision is None:  # ONNX Runtime says why in one line; OpenVINO would try its TensorFlow reader too
+        return "onnxruntime", f"{path.name} on ONNX Runtime (not a readable ONNX model)"
+    backend, where, passed = onnx_runner(device, fp32=not half and precision == "fp32")
+    reasons = [f"no engine: {engine_unusable(gpu_index(device))}"] if requested.is_dir() and device != "cpu" else []
+    reasons += [passed] if passed else []
+    return backend, f"{path.name} on {where}" + (f" ({'; '.join(reasons)})" if reasons else "")
 
 
 def _frame_limit(max_shape) -> tuple[int, int] | None:
@@ -114,6 +176,7 @@ class Dehazer:
             raise DehazeError(f"tile overlap {tile_overlap}: must be >= 0")
         self._overlap = tile_overlap
         self._size_warned = False  # the oversize-frame warning is given once
+        self.chosen: str | None = None  # with --backend auto: what runs, and why better back-ends were passed over
 
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", device: str | int = "auto", tile=None,
@@ -127,12 +190,14 @@ class Dehazer:
         max_side: shrink host frames whose long side is larger to that first, and enlarge the result back
         to the frame's size (faster and lighter, less detail); None = full size.
         verify: check an engine's sha256 against its manifest before TensorRT deserialises it.
-        openvino: precision, threads and model cache of backend 'openvino' (default: FP32, every core, no cache).
-        threads: ONNX Runtime's CPU threads (default: every core)."""
+        openvino: precision, threads and model cache of backend 'openvino', also when 'auto' picks it (default: FP32,
+        every core, no cache).
+        threads: CPU threads of ONNX Runtime, or of OpenVINO where `openvino` leaves them open (default: every core).
+        With backend 'auto', `.chosen` says what runs and why (see auto_backend)."""
         if backend not in BACKENDS:
             raise DehazeError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         device = parse_device(device)
-        if openvino is not None and backend != "openvino":
+        if openvino is not None and backend not in ("openvino", "auto"):
             raise DehazeError(f"OpenVINO options apply to the openvino backend, not {backend!r}")
         if is_server_model(path):
             return cls(_server_backend(str(path), backend, device, half), tile, tile_overlap, max_side)
@@ -144,7 +209,12 @@ class Dehazer:
             raise DehazeError(f"the openvino backend runs on the CPU; --device {device} needs tensorrt or onnxruntime")
         if not path.exists():
             raise DehazeError(f"{path}: no such model file or folder")
-        path = resolve_model(path, backend, device, half)
+        requested, path = path, resolve_model(path, backend, device, half)
+        chosen = None
+        if backend == "auto" and (path.suffix in ENGINE_SUFFIXES or path.suffix == ".onnx"):
+            backend, chosen = auto_backend(path, requested, device, half)
+        if backend == "openvino" and threads and (openvino is None or openvino.threads is None):
+            openvino = replace(openvino or OpenVinoOptions(), threads=threads)  # the caller's share of cores
         if path.suffix in ENGINE_SUFFIXES:
             if backend in ("onnxruntime", "openvino"):
                 raise DehazeError(f"{path} is a TensorRT engine; "
@@ -178,7 +248,9 @@ class Dehazer:
             folder = ExportFolder(path.parent)
             raise DehazeError(f"{path} is an {impl.precision.upper()} model and --half asks for FP16: give "
                               f"{folder.fp16_onnx.name}, {folder.engine('fp16').name} or their export folder")
-        return cls(impl, tile, tile_overlap, max_side)
+        dehazer = cls(impl, tile, tile_overlap, max_side)
+        dehazer.chosen = chosen
+        return dehazer
 
     @property
     def backend(self) -> str:

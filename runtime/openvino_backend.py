@@ -72,7 +72,10 @@ def compile_cpu(path: Path, options: OpenVinoOptions):
     try:  # from the path, so a cached compile skips reading the ONNX file too
         return ov, core.compile_model(str(path), "CPU", config)
     except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own for unreadable models
-        raise DehazeError(f"{path}: OpenVINO cannot load the model ({str(exc).splitlines()[0]})") from None
+        # its message is a chain of "Exception from src/...cpp:N:" lines before the one that says what went wrong
+        why = next((line for line in str(exc).splitlines() if line.strip() and not line.startswith("Exception from")),
+                   str(exc).strip())
+        raise DehazeError(f"{path}: OpenVINO cannot load the model ({why.strip()})") from None
 
 
 def runs_as(compiled) -> str:

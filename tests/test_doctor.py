@@ -1,6 +1,7 @@
 """`kanet doctor`: the real command on this machine; on a GPU machine (GPU-marked) what it finds there."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -41,8 +42,10 @@ def test_doctor_on_this_machine_reports_every_part_and_writes_json(tmp_path):
     if not device_count() and not doc["nvml_gpus"]:  # a CPU machine: says so plainly, exit 0
         assert result.returncode == 0 and doc["gpus"] == [] and doc["cuda_problem"] is None
         assert lines[-1].startswith("no NVIDIA GPU here")
-        assert doc["backend"] == "onnxruntime CPUExecutionProvider"
-        assert doc["backend_reason"] == "no engine: no NVIDIA GPU is usable here"
+        has_openvino = importlib.util.find_spec("openvino") is not None  # auto's CPU choice, openvino installed
+        assert doc["backend"] == ("OpenVINO's CPU plugin" if has_openvino else "ONNX Runtime's CPU provider")
+        assert doc["backend_reason"].startswith("no engine: no NVIDIA GPU is usable here; not on a GPU: ")
+        assert lines[-1].startswith(f"no NVIDIA GPU here: kanet runs ONNX models on {doc['backend']}")
         assert rtx["gpus"] == []
     bad = kanet("doctor", "--json", str(tmp_path / "missing" / "doctor.json"), cwd=tmp_path)
     assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1
@@ -68,5 +71,5 @@ def test_doctor_on_a_gpu_lists_it_and_says_whether_an_engine_runs():
         assert any(s.supported for f in installed for s in f.gpus)
     else:  # e.g. only TensorRT-RTX on an H100: exit 1 naming the fix
         assert report.exit_code == 1 and why in report.verdict
-        assert report.backend.startswith("onnxruntime ")
+        assert report.backend in ("ONNX Runtime's GPU provider", "OpenVINO's CPU plugin", "ONNX Runtime's CPU provider")
     assert f"GPU 0  {gpu.name}, {gpu.compute_capability}" in table(report)

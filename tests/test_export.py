@@ -441,6 +441,23 @@ def test_fp16_multihead_onnx_runs_on_the_cuda_provider(model, exported):
     assert metrics.nonfinite == 0 and metrics.psnr_db >= 45 and metrics.within_2_steps >= 0.99, metrics
 
 
+@pytest.mark.gpu
+def test_auto_on_a_gpu_without_a_usable_engine_runs_the_fp16_onnx_on_the_cuda_provider(exported):
+    """The GPU fallback after TensorRT: an export folder under --backend auto gives ONNX Runtime's CUDA provider
+    the FP16 model, and says why the engine was passed over."""
+    from runtime import Dehazer
+    from runtime.dehazer import engine_unusable
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)")
+    why = engine_unusable(0)
+    if why is None:
+        pytest.skip("an engine runs on this GPU, so auto takes TensorRT (tests/test_gpu_path.py)")
+    with Dehazer.load(exported["dir"]) as dehazer:
+        assert dehazer.backend == "onnxruntime:CUDAExecutionProvider" and dehazer.precision == "fp16"
+        assert dehazer.chosen == f"kanet_fp16.onnx on ONNX Runtime's GPU provider (no engine: {why})"
+
+
 def test_fp32_engine_is_built_from_the_kept_chain_model(checkpoint, tmp_path):
     summary = export_checkpoint(checkpoint, tmp_path / "out", precision="fp32", options=SMALL,
                                 cache_dir=tmp_path / "cache")

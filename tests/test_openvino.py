@@ -2,29 +2,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 
+import cv2
+import numpy as np
+import onnx
 import pytest
 
-# OpenVINO and PyTorch in one long test process segfaulted: after this file's in-process parity, a later
-# test's real SIGINT during training, or this file after the rest of the suite (not yet understood, issue 19).
-# tests/test_openvino_isolated.py runs this file in a process of its own.
-ISOLATED = "KANET_OPENVINO_ISOLATED"
-if os.environ.get(ISOLATED) != "1":
-    pytest.skip("runs in its own process (tests/test_openvino_isolated.py)", allow_module_level=True)
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-
-from conftest import REPO, SAMPLES  # noqa: E402
-from export.parity import frame_cases, run_parity  # noqa: E402
-from runtime import DehazeError, Dehazer  # noqa: E402
-from runtime.onnx_backend import OnnxBackend  # noqa: E402
-from runtime.openvino_backend import OpenVinoBackend, OpenVinoOptions, shared_core  # noqa: E402
+from conftest import REPO, SAMPLES
+from export.parity import frame_cases, run_parity
+from runtime import DehazeError, Dehazer
+from runtime.onnx_backend import OnnxBackend
+from runtime.openvino_backend import OpenVinoBackend, OpenVinoOptions, shared_core
 
 ov = pytest.importorskip("openvino")
 # A CPU without AVX-512 BF16 / AMX runs the bf16 hint in FP32; the tests check what actually runs.

@@ -1,6 +1,7 @@
 """runtime.Dehazer on a real exported frame-I/O ONNX model (ONNX Runtime, CPU); engines on a GPU."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -13,9 +14,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import SAMPLES
+from conftest import HAS_GPU, SAMPLES
 from runtime import DehazeError, Dehazer
 from runtime import images as runtime_images
+from runtime.dehazer import engine_unusable
 from runtime.errors import KanetError
 from runtime.onnx_backend import OnnxBackend
 from runtime.tiling import run_tiled, tile_starts
@@ -23,7 +25,8 @@ from runtime.tiling import run_tiled, tile_starts
 
 @pytest.fixture(scope="module")
 def dehazer(frame_onnx) -> Dehazer:
-    return Dehazer.load(frame_onnx)
+    """The ONNX model on ONNX Runtime, whose session these tests compare against frame for frame."""
+    return Dehazer.load(frame_onnx, backend="onnxruntime")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,7 @@ def _profiled(frame_onnx: Path, min_shape=(1, 33, 33), max_shape=None) -> OnnxBa
 
 
 def test_describes_itself(dehazer, frame_onnx):
-    assert dehazer.backend == "onnxruntime:CPUExecutionProvider"
+    assert dehazer.backend == "onnxruntime:CPUExecutionProvider" and dehazer.chosen is None  # as asked, no choice
     assert dehazer.precision == "fp32" and dehazer.max_shape is None
     assert Dehazer.load(frame_onnx.parent / "kanet_fp16.onnx").precision == "fp16"
     assert Dehazer.load(frame_onnx.parent).precision == "fp32"  # an export folder: its FP32 ONNX on CPU
@@ -132,10 +135,31 @@ def test_device_is_one_parser_and_cpu_keeps_to_the_cpu(frame_onnx, exported):
     for bad in ("gpu", "cuda:", "-1", "cuda:x"):
         with pytest.raises(KanetError, match="expected auto, cpu, a GPU index N, cuda or cuda:N"):
             parse_device(bad)
-    assert Dehazer.load(frame_onnx, device="cpu").backend == "onnxruntime:CPUExecutionProvider"
+    assert Dehazer.load(frame_onnx, "onnxruntime", device="cpu").backend == "onnxruntime:CPUExecutionProvider"
     assert resolve_model(exported["dir"], "auto", "cpu").name == "kanet_fp32.onnx"  # not the engine, even on a GPU
     with pytest.raises(DehazeError, match="runs on a GPU; --device cpu runs the ONNX model"):
         Dehazer.load(exported["dir"] / "kanet_fp16.plan", device="cpu")
+
+
+def test_auto_runs_onnx_models_on_openvino_without_a_gpu_and_says_why(frame_onnx, exported):
+    """--backend auto: ONNX Runtime's GPU provider where a GPU is usable, else OpenVINO (FP32 models, when
+    installed), else ONNX Runtime's CPU provider; `.chosen` names what runs and each better back-end passed over."""
+    has_openvino = importlib.util.find_spec("openvino") is not None
+    cpu = Dehazer.load(frame_onnx, device="cpu")
+    if has_openvino:
+        assert cpu.backend.startswith("openvino ") and cpu.precision == "fp32"
+        assert cpu.chosen == "kanet_fp32.onnx on OpenVINO's CPU plugin (not on a GPU: --device cpu)"
+    else:
+        assert cpu.backend == "onnxruntime:CPUExecutionProvider" and "OpenVINO is not installed" in cpu.chosen
+    with Dehazer.load(exported["dir"], device="cpu", half=True) as half:  # OpenVINO runs the FP32 model only
+        assert half.backend == "onnxruntime:CPUExecutionProvider" and half.precision == "fp16"
+        assert half.chosen == ("kanet_fp16.onnx on ONNX Runtime's CPU provider (not on a GPU: --device cpu; "
+                               "OpenVINO runs FP32 models)")
+    if not HAS_GPU:  # an export folder with an engine, on a machine that cannot run it: each reason named
+        with Dehazer.load(exported["dir"]) as folder:
+            assert folder.chosen.startswith("kanet_fp32.onnx on ")
+            assert f"(no engine: {engine_unusable(0)}; not on a GPU: " in folder.chosen
+    assert Dehazer.load(frame_onnx, "onnxruntime").chosen is None
 
 
 def test_half_picks_the_fp16_model_or_refuses(frame_onnx, exported, tmp_path):
@@ -160,8 +184,10 @@ def test_bad_models_are_clear_errors(tmp_path, frame_onnx):
     with pytest.raises(DehazeError, match="a checkpoint is exported first"):
         Dehazer.load(tmp_path / "kanet.pt")
     (tmp_path / "broken.onnx").write_bytes(b"not a model")
-    with pytest.raises(DehazeError, match="ONNX Runtime cannot load the model"):
-        Dehazer.load(tmp_path / "broken.onnx")
+    with pytest.raises(DehazeError, match="broken.onnx: (OpenVINO|ONNX Runtime) cannot load the model"):
+        Dehazer.load(tmp_path / "broken.onnx")  # auto's choice names the file and what it could not load
+    with pytest.raises(DehazeError, match="broken.onnx: ONNX Runtime cannot load the model"):
+        Dehazer.load(tmp_path / "broken.onnx", backend="onnxruntime")
     with pytest.raises(DehazeError, match="the tensorrt backend runs engines"):
         Dehazer.load(frame_onnx, backend="tensorrt")
     with pytest.raises(DehazeError, match="backend 'cuda'"):

@@ -15,8 +15,9 @@ from runtime.openvino_backend import MODES, PRECISIONS, OpenVinoOptions
 
 from kanet.cli import number, path_option
 
-MODEL_HELP = ("engine (.plan with its .json manifest: TensorRT on a GPU), ONNX model (ONNX Runtime), a "
-              "`kanet export` folder (its engine where a GPU can run it, else its FP32 ONNX), or a model on a Triton "
+MODEL_HELP = ("engine (.plan with its .json manifest: TensorRT on a GPU), ONNX model (OpenVINO or ONNX Runtime: "
+              "see --backend), a `kanet export` folder (its engine where a GPU can run it, else its FP32 ONNX), or a "
+              "model on a Triton "
               "server: grpc://HOST:PORT/MODEL or http://HOST:PORT/MODEL (e.g. one `kanet triton` wrote; the server "
               "decides how it runs, so --backend, --device and --half stay unset)")
 
@@ -33,8 +34,11 @@ def add_model_arguments(parser, model: str | None = MODEL_HELP, required: bool =
     if model:
         parser.add_argument("--model", type=path_option, required=required, metavar="M", help=model)
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="auto: from the model file (default); tensorrt: an engine; onnxruntime: an ONNX model; "
-                             "openvino: an ONNX model (an export folder's kanet_fp32.onnx) on OpenVINO's CPU plugin")
+                        help="auto (default): an engine on TensorRT; an ONNX model on ONNX Runtime's GPU provider "
+                             "where a GPU is usable, else (FP32 models) on OpenVINO where installed, else on ONNX "
+                             "Runtime's CPU provider; the run says what it chose and why. tensorrt: an engine; "
+                             "onnxruntime: an ONNX model; openvino: an ONNX model (an export folder's "
+                             "kanet_fp32.onnx) on OpenVINO's CPU plugin")
     add_openvino_arguments(parser)
     add_device_argument(parser)
     parser.add_argument("--half", action="store_true",
@@ -61,14 +65,14 @@ def add_openvino_arguments(parser) -> None:
 
 
 def openvino_options(args) -> OpenVinoOptions | None:
-    """Dehazer.load's `openvino` argument from the parsed flags; --ov-precision or --ov-threads without --backend
-    openvino is an error (it would be silently ignored)."""
-    if args.backend != "openvino":
-        given = [f"{flag} {value}" for flag, value in (("--ov-precision", args.ov_precision),
-                                                       ("--ov-threads", args.ov_threads),
-                                                       ("--ov-mode", args.ov_mode)) if value]
-        if given:
-            raise KanetError(f"{' and '.join(given)} needs --backend openvino")
+    """Dehazer.load's `openvino` argument from the parsed flags (the defaults with --backend auto, which may pick
+    OpenVINO); an --ov-* flag without --backend openvino is an error (it could be silently ignored)."""
+    given = [f"{flag} {value}" for flag, value in (("--ov-precision", args.ov_precision),
+                                                   ("--ov-threads", args.ov_threads), ("--ov-mode", args.ov_mode),
+                                                   ("--ov-cache", args.ov_cache)) if value]
+    if given and args.backend != "openvino":
+        raise KanetError(f"{' and '.join(given)} needs --backend openvino")
+    if args.backend not in ("openvino", "auto"):
         return None
     cache = Path(args.ov_cache) if args.ov_cache else user_cache_dir() / "openvino"
     batched = getattr(args, "batch", 1) > 1  # commands without --batch run one frame per call

@@ -44,6 +44,8 @@ def build_methods(args: argparse.Namespace) -> dict:
 
         dehazer = Dehazer.load(args.model, backend=args.backend, device=device, half=args.half,
                                openvino=openvino_options(args))  # a DehazeError names the file
+        if dehazer.chosen:
+            print(f"kanet eval: --backend auto: {dehazer.chosen}", file=sys.stderr)
         methods["KA-Net"] = lambda frame, name: dehazer(frame)
     for spec in args.pred:
         name, sep, folder = spec.partition("=")

@@ -156,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
             with Dehazer.load(args.model, args.backend, device, args.tile, args.tile_overlap, args.half,
                               args.max_side, verify=not args.no_verify_engine,
                               openvino=openvino_options(args)) as dehazer:
+                if dehazer.chosen:
+                    print(f"kanet run: --backend auto: {dehazer.chosen}", file=sys.stderr)
                 pipeline = Pipeline(dehazer, sources, sinks, batch=args.batch, side_by_side=args.side_by_side,
                                     window=window, max_frames=args.max_frames)
                 summary = pipeline.run()
