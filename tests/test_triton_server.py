@@ -222,8 +222,8 @@ def pngs(folder: Path) -> dict[str, bytes]:
 def local_frames(frame_onnx, frames, tmp_path_factory) -> dict[str, bytes]:
     """What the same ONNX gives on ONNX Runtime here: the frames a server run must reproduce."""
     out = tmp_path_factory.mktemp("local") / "out"
-    done = kanet_run("--model", frame_onnx, "--device", "cpu", "--source", frames["a"], "--source", frames["b"],
-                     "--output", out)
+    done = kanet_run("--model", frame_onnx, "--backend", "onnxruntime", "--device", "cpu", "--source", frames["a"],
+                     "--source", frames["b"], "--output", out)
     assert done.returncode == 0, done.stderr
     return pngs(out)
 
@@ -255,10 +255,10 @@ def test_kanet_run_on_a_triton_server_writes_the_local_models_frames(protocol, s
 
 def test_kanet_eval_scores_a_server_model_as_the_local_one(server, frame_onnx, frames, tmp_path):
     means = {}
-    for label, model in (("local", frame_onnx), ("server", server.url("grpc"))):
+    for label, model, flags in (("local", frame_onnx, ["--backend", "onnxruntime"]), ("server", server.url("grpc"), [])):
         done = subprocess.run([sys.executable, "-m", "kanet", "eval", "--hazy", str(frames["a"]), "--model", str(model),
-                               "--no-dcp", "--out", str(tmp_path / label)], cwd=REPO, capture_output=True, text=True,
-                              timeout=300)
+                               *flags, "--no-dcp", "--out", str(tmp_path / label)], cwd=REPO, capture_output=True,
+                              text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         means[label] = json.loads((tmp_path / label / "eval.json").read_text())["means"]["KA-Net"]
     assert means["server"] == means["local"]
@@ -272,7 +272,8 @@ def long_source(frame_onnx, tmp_path_factory) -> tuple[Path, Path]:
     (root / "frames").mkdir()
     for i in range(60):
         cv2.imwrite(str(root / "frames" / f"{i:03d}.png"), rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
-    done = kanet_run("--model", frame_onnx, "--device", "cpu", "--source", root / "frames", "--output", root / "local")
+    done = kanet_run("--model", frame_onnx, "--backend", "onnxruntime", "--device", "cpu", "--source", root / "frames",
+                     "--output", root / "local")
     assert done.returncode == 0, done.stderr
     return root / "frames", root / "local"
 

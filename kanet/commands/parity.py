@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if choice.note:
         print(f"kanet parity: {choice.note}", file=sys.stderr)
     device, gpus = choice.device, choice.gpus
-    openvino = openvino_options(args)
+    openvino = openvino_options(args) if args.backend == "openvino" else None  # auto checks on ONNX Runtime
     paths = [Path(p) for p in args.onnx]
     engines = [Path(p) for p in args.engine]
     for model in (resolve_model(Path(m), "openvino" if openvino else "auto", device) for m in args.model):
