@@ -19,8 +19,7 @@ from evaluation.pairing import pair_key
 from evaluation.quality import FULL_REFERENCE, NO_REFERENCE, NearRegion, full_reference_scores, no_reference_scores
 from runtime.errors import KanetError
 from runtime.images import fit_long_side
-from runtime.imagefile import read_image, write_image
-from runtime.sources import IMAGE_SUFFIXES
+from runtime.imagefile import IMAGE_SUFFIXES, read_image, write_image
 
 Method = Callable[[np.ndarray, str], np.ndarray]  # (hazy frame, image name) -> output frame
 # With references, the clear image's own no-reference scores are reported as a row: what a perfect

@@ -21,8 +21,7 @@ import numpy as np
 
 from evaluation.dcp import dark_channel, estimate_airlight
 from evaluation.quality import local_contrast
-from runtime.imagefile import read_image
-from runtime.sources import IMAGE_SUFFIXES
+from runtime.imagefile import IMAGE_SUFFIXES, read_image
 
 SHORT_SIDE = 256
 STATISTICS = ("dark_channel", "airlight_brightness", "airlight_tint", "saturation", "contrast", "contrast_far_near")

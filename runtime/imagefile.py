@@ -13,6 +13,9 @@ import numpy as np
 from .atomic import write_bytes
 from .errors import DehazeError
 
+# What counts as an image file everywhere (run, eval, training): the formats OpenCV decodes in every build.
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".jp2"}
+
 
 def read_image(path: str | Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray | None:
     """The decoded image; None when the file is missing, unreadable or not an image."""

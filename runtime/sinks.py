@@ -14,8 +14,8 @@ import numpy as np
 
 from .audio import mux_audio
 from .errors import DehazeError, OutputError
-from .imagefile import write_image
-from .sources import IMAGE_SUFFIXES, Source
+from .imagefile import IMAGE_SUFFIXES, write_image
+from .sources import Source
 
 log = logging.getLogger("runtime")
 

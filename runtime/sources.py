@@ -25,12 +25,11 @@ import cv2
 import numpy as np
 
 from .errors import DehazeError
-from .imagefile import read_image
+from .imagefile import IMAGE_SUFFIXES, read_image
 from .summary import SourceReport
 
 log = logging.getLogger("runtime")
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".jp2"}
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".y4m"}
 MAX_ERRORS = 20
 QUICK_RETRY_S = 0.5  # the one retry of a source that never opened: a glitch, not an outage

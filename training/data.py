@@ -18,12 +18,11 @@ from torch.utils.data import Dataset
 
 from evaluation.pairing import pair_key
 from runtime.errors import KanetError
-from runtime.imagefile import read_image, write_image
+from runtime.imagefile import IMAGE_SUFFIXES, read_image, write_image
 
 from .models import PAD_MULTIPLE
 from .synthesis import HazeConfig, synthesize, to_uint8
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 DEPTH_SUFFIXES = IMAGE_SUFFIXES | {".npy"}
 HAZY_FOLDERS = ("hazy", "haze", "input", "inputs")
 CLEAR_FOLDERS = ("clear", "gt", "GT", "clean", "target", "targets")
