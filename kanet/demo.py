@@ -48,7 +48,7 @@ class DemoOptions:
     cuda_unusable: bool = False       # a GPU CUDA cannot use (old driver): engines built ahead of time, as on a CPU
     half: bool = False                # dehaze with the FP16 engine / ONNX
     cache_dir: Path | None = None     # export.cache: None is the user's cache folder
-    openvino: OpenVinoOptions | None = None  # backend 'openvino' only
+    openvino: OpenVinoOptions | None = None  # with backend openvino, or auto where it picks OpenVINO
 
 
 @dataclass
@@ -145,7 +145,7 @@ def clip_step(opts: DemoOptions, dehazer, log: DemoLog) -> RunSummary:
     return summary
 
 
-def write_summary(opts: DemoOptions, export: dict, parity: ParityReport, quality, clip: RunSummary, backend: str,
+def write_summary(opts: DemoOptions, export: dict, parity: ParityReport, quality, clip: RunSummary, backend_md: str,
                   log: DemoLog) -> Path:
     from export.pipeline import EngineBuild
 
@@ -158,7 +158,7 @@ def write_summary(opts: DemoOptions, export: dict, parity: ParityReport, quality
     lines = [
         "# KA-Net demo", "",
         f"Checkpoint `{opts.checkpoint.name}` (sha256 {export['checkpoint']['sha256'][:12]}), "
-        f"dehazing back-end here: **{backend}**.", "",
+        f"dehazing back-end here: {backend_md}.", "",
         "## Artifacts", "",
         f"- ONNX: `export/kanet_fp32.onnx`, `export/kanet_fp16.onnx` (ONNX Runtime), "
         f"`export/kanet_fp16_tensorrt.onnx` (engine source, {len(export['fp32_nodes'])} nodes kept FP32)",
@@ -200,8 +200,8 @@ def run_demo(opts: DemoOptions, progress) -> Path:
     progress.set_description("dehaze")
     with Dehazer.load(opts.out / "export", backend=opts.backend, device=opts.device, half=opts.half,
                       openvino=opts.openvino) as dehazer:
-        backend = dehazer.backend
+        backend_md = f"**{dehazer.backend}**" + (f" (`--backend auto`: {dehazer.chosen})" if dehazer.chosen else "")
         quality, _ = photos_step(opts, dehazer, log)
         clip = clip_step(opts, dehazer, log)
     (opts.out / "quality.json").write_text(json.dumps(quality.to_json(), indent=2))
-    return write_summary(opts, export, parity, quality, clip, backend, log)
+    return write_summary(opts, export, parity, quality, clip, backend_md, log)
