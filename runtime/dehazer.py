@@ -8,6 +8,7 @@ are split. Every result is uint8 BGR of the input's size.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -100,14 +101,15 @@ def _onnx_precision(path: Path) -> str | None:
         return None
 
 
-def onnx_runner(device: str, fp32: bool = True) -> tuple[str, str, str | None]:
+def onnx_runner(device: str, fp32: Callable[[], bool] = lambda: True) -> tuple[str, str, str | None]:
     """(back-end, what runs, why better ones were passed over or None) for an ONNX model under `--backend auto`:
     ONNX Runtime's GPU provider where a GPU is usable, else (`fp32` models) OpenVINO where it is installed (it
-    fuses attention and needs a third of ONNX Runtime's memory), else ONNX Runtime's CPU provider."""
+    fuses attention and needs a third of ONNX Runtime's memory), else ONNX Runtime's CPU provider. `fp32()` is
+    asked only off a GPU, the one place it decides (it may read the whole model)."""
     why_no_gpu = _gpu_for_onnx_runtime(device)
     if why_no_gpu is None:
         return "onnxruntime", "ONNX Runtime's GPU provider", None
-    if not fp32:
+    if not fp32():
         return "onnxruntime", "ONNX Runtime's CPU provider", f"not on a GPU: {why_no_gpu}; OpenVINO runs FP32 models"
     try:
         import_openvino()
@@ -121,10 +123,9 @@ def auto_backend(path: Path, requested: Path, device: str, half: bool) -> tuple[
     the user named, and one line saying why: an engine on TensorRT, an ONNX model as onnx_runner says."""
     if path.suffix in ENGINE_SUFFIXES:
         return "tensorrt", f"{path.name} on TensorRT"
-    precision = _onnx_precision(path)
-    if precision is None:  # ONNX Runtime says why in one line; OpenVINO would try its TensorFlow reader too
-        return "onnxruntime", f"{path.name} on ONNX Runtime (not a readable ONNX model)"
-    backend, where, passed = onnx_runner(device, fp32=not half and precision == "fp32")
+    # an unreadable file is not FP32 either: ONNX Runtime says why in one line, OpenVINO would also try its
+    # TensorFlow reader, which logs to stderr
+    backend, where, passed = onnx_runner(device, fp32=lambda: not half and _onnx_precision(path) == "fp32")
     reasons = [f"no engine: {engine_unusable(gpu_index(device))}"] if requested.is_dir() and device != "cpu" else []
     reasons += [passed] if passed else []
     return backend, f"{path.name} on {where}" + (f" ({'; '.join(reasons)})" if reasons else "")
