@@ -122,6 +122,15 @@ def test_openvino_refuses_an_engine_and_a_tensor_model(exported, tensor_onnx):
         Dehazer.load(tensor_onnx, backend="openvino")
 
 
+def test_a_file_openvino_cannot_read_is_named_with_the_line_that_says_why(tmp_path):
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    with pytest.raises(DehazeError) as caught:
+        Dehazer.load(tmp_path / "broken.onnx", backend="openvino")
+    # OpenVINO's message opens with "Exception from src/...cpp:N:" lines; the one quoted says what went wrong
+    assert str(caught.value).startswith(f"{tmp_path / 'broken.onnx'}: OpenVINO cannot load the model (Unable to read")
+    assert "Exception from" not in str(caught.value)
+
+
 def test_cli_run_bf16_with_the_model_cache(exported, tmp_path):
     image = tmp_path / "in.png"
     cv2.imwrite(str(image), cv2.resize(cv2.imread(str(SAMPLES / "building1.png")), (101, 75)))
