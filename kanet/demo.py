@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # export.parity imports torch: only when parity runs
     from export.parity import Comparison, ParityReport
 
 METHODS = ("hazy input", "dark channel prior", "KA-Net")
+OPENVINO_CANDIDATE = "fp32_onnx_openvino"  # parity's label for the FP32 ONNX model checked on OpenVINO
 
 
 @dataclass
@@ -87,25 +88,33 @@ def export_step(opts: DemoOptions, log: DemoLog) -> dict:
     return summary
 
 
-def parity_step(opts: DemoOptions, summary: dict, log: DemoLog, progress) -> ParityReport:
-    """PyTorch FP32 vs the FP32 and FP16 ONNX (and the engine where a GPU runs it)."""
+def parity_step(opts: DemoOptions, summary: dict, dehazing_backend: str, log: DemoLog, progress) -> ParityReport:
+    """PyTorch FP32 vs the FP32 and FP16 ONNX on ONNX Runtime, the engine where a GPU runs it, and the FP32 ONNX on
+    OpenVINO where the demo dehazes with OpenVINO: every back-end the demo's images come from is checked."""
     from export.parity import ParityReport, frame_cases, run_parity, write_report
     from training import load_checkpoint
 
-    path = opts.out / "parity.json"
-    if path.is_file() and log.notes.get("export", "").startswith("reused"):
-        report = ParityReport.from_json(json.loads(path.read_text()))
-        if report.checkpoint_sha256 == summary["checkpoint"]["sha256"]:
-            log.notes["parity"] = "reused (same checkpoint)"
-            return report
     folder = ExportFolder(opts.out / "export")
     candidates = {"fp32_onnx": (folder.fp32_onnx, "fp32"), "fp16_onnx": (folder.fp16_onnx, "fp16")}
     if opts.device != "cpu" and device_count():
         candidates["fp16_engine"] = (folder.engine("fp16"), "fp16")
+    on_openvino = {OPENVINO_CANDIDATE: (folder.fp32_onnx, "fp32")} if dehazing_backend.startswith("openvino") else {}
+    path = opts.out / "parity.json"
+    if path.is_file() and log.notes.get("export", "").startswith("reused"):
+        report = ParityReport.from_json(json.loads(path.read_text()))
+        if (report.checkpoint_sha256 == summary["checkpoint"]["sha256"]
+                and {r.candidate for r in report.results} >= {*candidates, *on_openvino}):
+            log.notes["parity"] = "reused (same checkpoint)"
+            return report
     cases = frame_cases(sizes=((1, 96, 128),), photos=opts.photos)
-    progress.reset(total=len(cases) * len(candidates))
-    report = log.timed("parity", run_parity, load_checkpoint(opts.checkpoint), candidates, cases, progress=progress,
-                       device=opts.device)
+    progress.reset(total=len(cases) * (len(candidates) + len(on_openvino)))
+    model = load_checkpoint(opts.checkpoint)
+    report = log.timed("parity", run_parity, model, candidates, cases, progress=progress, device=opts.device)
+    if on_openvino:
+        openvino = log.timed("parity", run_parity, model, on_openvino, cases, progress=progress,
+                             openvino=opts.openvino or OpenVinoOptions())
+        report.results += openvino.results
+        report.skipped += openvino.skipped
     report.checkpoint_sha256 = summary["checkpoint"]["sha256"]
     write_report(report, path)
     return report
@@ -195,11 +204,11 @@ def run_demo(opts: DemoOptions, progress) -> Path:
     log = DemoLog()
     progress.set_description("export + engine")
     export = export_step(opts, log)
-    progress.set_description("parity")
-    parity = parity_step(opts, export, log, progress)
-    progress.set_description("dehaze")
     with Dehazer.load(opts.out / "export", backend=opts.backend, device=opts.device, half=opts.half,
                       openvino=opts.openvino) as dehazer:
+        progress.set_description("parity")
+        parity = parity_step(opts, export, dehazer.backend, log, progress)
+        progress.set_description("dehaze")
         backend_md = f"**{dehazer.backend}**" + (f" (`--backend auto`: {dehazer.chosen})" if dehazer.chosen else "")
         quality, _ = photos_step(opts, dehazer, log)
         clip = clip_step(opts, dehazer, log)

@@ -123,8 +123,7 @@ def auto_backend(path: Path, requested: Path, device: str, half: bool) -> tuple[
     the user named, and one line saying why: an engine on TensorRT, an ONNX model as onnx_runner says."""
     if path.suffix in ENGINE_SUFFIXES:
         return "tensorrt", f"{path.name} on TensorRT"
-    # an unreadable file is not FP32 either: ONNX Runtime says why in one line, OpenVINO would also try its
-    # TensorFlow reader, which logs to stderr
+    # an unreadable file is not FP32 either: ONNX Runtime says why in one line
     backend, where, passed = onnx_runner(device, fp32=lambda: not half and _onnx_precision(path) == "fp32")
     reasons = [f"no engine: {engine_unusable(gpu_index(device))}"] if requested.is_dir() and device != "cpu" else []
     reasons += [passed] if passed else []

@@ -69,13 +69,16 @@ def compile_cpu(path: Path, options: OpenVinoOptions):
     if options.cache_dir is not None:  # per model, not on the shared Core
         Path(options.cache_dir).mkdir(parents=True, exist_ok=True)
         config["CACHE_DIR"] = str(options.cache_dir)
+    # only ONNX: on any other file OpenVINO would also try its TensorFlow reader, which logs to stderr
+    if not ov.frontend.FrontEndManager().load_by_framework("onnx").supported(str(path)):
+        raise DehazeError(f"{path}: OpenVINO cannot load the model (not an ONNX model)")
     try:  # from the path, so a cached compile skips reading the ONNX file too
         return ov, core.compile_model(str(path), "CPU", config)
     except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own for unreadable models
-        # its message is a chain of "Exception from src/...cpp:N:" lines before the one that says what went wrong
-        why = next((line for line in str(exc).splitlines() if line.strip() and not line.startswith("Exception from")),
-                   str(exc).strip())
-        raise DehazeError(f"{path}: OpenVINO cannot load the model ({why.strip()})") from None
+        # its message is a chain of "Exception from src/...cpp:N:" and "Check ... failed" lines; the last says why
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise DehazeError(f"{path}: OpenVINO cannot load the model ({lines[-1] if lines else type(exc).__name__})") \
+            from None
 
 
 def runs_as(compiled) -> str:
