@@ -1,0 +1,36 @@
+"""Signed near-region chroma change (a*, b*, chroma) of model and DCP outputs on real photos, and global
+per-channel bias on paired sets. Usage: colour_probe.py WEIGHTS [max_side]"""
+import sys, glob
+import numpy as np, torch, cv2
+from training.checkpoint import load_checkpoint
+from runtime.images import fit_long_side
+from evaluation.quality import NearRegion, _lab
+from evaluation.dcp import dehaze_dcp
+
+torch.set_num_threads(2)
+model = load_checkpoint(sys.argv[1])
+side = int(sys.argv[2]) if len(sys.argv) > 2 else 512
+
+def run(bgr):
+    x = torch.from_numpy(bgr[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        y = model.dehaze(x * 2 - 1).clamp(0, 1)
+    return (y[0].permute(1, 2, 0).numpy()[..., ::-1] * 255 + 0.5).astype(np.uint8)
+
+def stats(out, near):
+    lab = _lab(out)[near.mask]
+    d = lab[:, 1:] - near.chroma
+    c_in = np.hypot(near.chroma[:, 0], near.chroma[:, 1]); c_out = np.hypot(lab[:, 1], lab[:, 2])
+    return np.hypot(d[:, 0], d[:, 1]).mean(), d[:, 0].mean(), d[:, 1].mean(), (c_out - c_in).mean()
+
+for folder in sys.argv[3:] or ["../shared/data/real_hazy", "../shared/data/real_hazy_more/ridcp", "../shared/data/real_hazy_more/web"]:
+    rows = {"net": [], "dcp": []}
+    for p in sorted(glob.glob(folder + "/*")):
+        img = cv2.imread(p)
+        if img is None: continue
+        img = fit_long_side(img, side)
+        near = NearRegion(img)
+        rows["net"].append(stats(run(img), near)); rows["dcp"].append(stats(dehaze_dcp(img), near))
+    for k, v in rows.items():
+        v = np.array(v)
+        print(f"{folder.split('/')[-1]:8s} {k}: shift {v[:,0].mean():.2f}  da {v[:,1].mean():+.2f}  db {v[:,2].mean():+.2f}  dchroma {v[:,3].mean():+.2f}  (n={len(v)})", flush=True)
