@@ -91,7 +91,8 @@ def export_step(opts: DemoOptions, log: DemoLog) -> dict:
 def parity_step(opts: DemoOptions, summary: dict, dehazing_backend: str, log: DemoLog, progress) -> ParityReport:
     """PyTorch FP32 vs the FP32 and FP16 ONNX on ONNX Runtime, the engine where a GPU runs it, and the FP32 ONNX on
     OpenVINO where the demo dehazes with OpenVINO: every back-end the demo's images come from is checked."""
-    from export.parity import ParityReport, frame_cases, run_parity, write_report
+    from export.parity import (ParityReport, close_candidates, compare_candidates, frame_cases, open_candidates,
+                               write_report)
     from training import load_checkpoint
 
     folder = ExportFolder(opts.out / "export")
@@ -108,13 +109,17 @@ def parity_step(opts: DemoOptions, summary: dict, dehazing_backend: str, log: De
             return report
     cases = frame_cases(sizes=((1, 96, 128),), photos=opts.photos)
     progress.reset(total=len(cases) * (len(candidates) + len(on_openvino)))
-    model = load_checkpoint(opts.checkpoint)
-    report = log.timed("parity", run_parity, model, candidates, cases, progress=progress, device=opts.device)
-    if on_openvino:
-        openvino = log.timed("parity", run_parity, model, on_openvino, cases, progress=progress,
-                             openvino=opts.openvino or OpenVinoOptions())
-        report.results += openvino.results
-        report.skipped += openvino.skipped
+
+    def check() -> ParityReport:
+        """One comparison of every back-end, so each case's PyTorch reference (the slow part on a CPU) runs once."""
+        runners = open_candidates(candidates, opts.device)
+        try:
+            runners |= open_candidates(on_openvino, openvino=opts.openvino or OpenVinoOptions())
+            return compare_candidates(load_checkpoint(opts.checkpoint), runners, cases, progress=progress)
+        finally:
+            close_candidates(runners)
+
+    report = log.timed("parity", check)
     report.checkpoint_sha256 = summary["checkpoint"]["sha256"]
     write_report(report, path)
     return report

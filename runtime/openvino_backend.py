@@ -63,15 +63,15 @@ def shared_core():
 def compile_cpu(path: Path, options: OpenVinoOptions):
     """(openvino module, the model compiled for OpenVINO's CPU plugin as `options` say)."""
     ov, core = import_openvino(), shared_core()
+    # only ONNX, checked first: on any other file OpenVINO would also try its TensorFlow reader, which logs to stderr
+    if not ov.frontend.FrontEndManager().load_by_framework("onnx").supported(str(path)):
+        raise DehazeError(f"{path}: OpenVINO cannot load the model (not an ONNX model)")
     config = {"INFERENCE_PRECISION_HINT": PRECISIONS[options.precision], "PERFORMANCE_HINT": MODES[options.mode]}
     if options.threads is not None:
         config["INFERENCE_NUM_THREADS"] = options.threads
     if options.cache_dir is not None:  # per model, not on the shared Core
         Path(options.cache_dir).mkdir(parents=True, exist_ok=True)
         config["CACHE_DIR"] = str(options.cache_dir)
-    # only ONNX: on any other file OpenVINO would also try its TensorFlow reader, which logs to stderr
-    if not ov.frontend.FrontEndManager().load_by_framework("onnx").supported(str(path)):
-        raise DehazeError(f"{path}: OpenVINO cannot load the model (not an ONNX model)")
     try:  # from the path, so a cached compile skips reading the ONNX file too
         return ov, core.compile_model(str(path), "CPU", config)
     except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own for unreadable models
