@@ -1,6 +1,8 @@
-"""Signed global bias of outputs vs clear on paired sets: per-channel mean (R,G,B x255) and Lab a*, b* means."""
+"""Signed global bias of outputs against the clear images of paired sets: per-channel mean (R, G, B, 0-255) and
+L*, a*, b* means. Run from the repository root: bias_probe.py WEIGHTS SET [SET ...] (folders of ../shared/data/paired)"""
 import sys, glob, os
 import numpy as np, torch, cv2
+from export.wrappers import FrameIO
 from training.checkpoint import load_checkpoint
 from runtime.images import fit_long_side
 from evaluation.quality import _lab
@@ -8,11 +10,12 @@ from evaluation.dcp import dehaze_dcp
 from evaluation.pairing import pair_key
 torch.set_num_threads(2)
 model = load_checkpoint(sys.argv[1])
+frame_model = FrameIO(model).eval()  # uint8 BGR in and out, as the exported graph
+
+
 def run(bgr):
-    x = torch.from_numpy(bgr[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
-        y = model.dehaze(x * 2 - 1).clamp(0, 1)
-    return (y[0].permute(1, 2, 0).numpy()[..., ::-1] * 255 + 0.5).astype(np.uint8)
+        return frame_model(torch.from_numpy(bgr[None]))[0].numpy()
 for s in sys.argv[2:]:
     root = f"../shared/data/paired/{s}"
     clears = {pair_key(os.path.splitext(os.path.basename(p))[0]): p for p in glob.glob(root + "/clear/*")}

@@ -1,7 +1,8 @@
-"""Signed near-region chroma change (a*, b*, chroma) of model and DCP outputs on real photos, and global
-per-channel bias on paired sets. Usage: colour_probe.py WEIGHTS [max_side]"""
+"""Signed a*, b* and chroma change of the model's and DCP's outputs where real hazy photographs are least hazy
+(kanet eval's colour-shift region). Run from the repository root: colour_probe.py WEIGHTS [MAX_SIDE [FOLDER ...]]"""
 import sys, glob
 import numpy as np, torch, cv2
+from export.wrappers import FrameIO
 from training.checkpoint import load_checkpoint
 from runtime.images import fit_long_side
 from evaluation.quality import NearRegion, _lab
@@ -11,11 +12,12 @@ torch.set_num_threads(2)
 model = load_checkpoint(sys.argv[1])
 side = int(sys.argv[2]) if len(sys.argv) > 2 else 512
 
+frame_model = FrameIO(model).eval()  # uint8 BGR in and out, as the exported graph
+
+
 def run(bgr):
-    x = torch.from_numpy(bgr[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
-        y = model.dehaze(x * 2 - 1).clamp(0, 1)
-    return (y[0].permute(1, 2, 0).numpy()[..., ::-1] * 255 + 0.5).astype(np.uint8)
+        return frame_model(torch.from_numpy(bgr[None]))[0].numpy()
 
 def stats(out, near):
     lab = _lab(out)[near.mask]
