@@ -14,9 +14,8 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from tqdm import tqdm
-
 from runtime.backend import Timings
+from runtime.progress import progress as progress_bar
 
 from .backends import BenchBackend
 
@@ -84,31 +83,34 @@ def measure_shape(backends: list[BenchBackend], shape: Shape, settings: Settings
     rows: dict[str, dict] = {}
     live: list[BenchBackend] = []
     last_ms: dict[str, float] = {}
-    for backend in tqdm(backends, desc=f"{shape.label} setup", unit="backend", disable=not progress, leave=False):
-        base = {"backend": backend.name, "precision": backend.precision, **asdict(shape)}
-        try:
-            start = time.perf_counter()
-            _checked(backend, frames)
-            setup_s = time.perf_counter() - start
-            start = time.perf_counter()
-            peak = backend.memory(frames)
-            last_ms[backend.name] = (time.perf_counter() - start) * 1e3
-        except Exception as exc:  # a backend that cannot run this shape is a result, not a crash
-            rows[backend.name] = {**base, "error": _first_line(exc)}
-            continue
-        rows[backend.name] = {**base, "setup_s": round(setup_s, 3), "memory": peak}
-        live.append(backend)
-    for _ in tqdm(range(settings.warmup), desc=f"{shape.label} warm-up", unit="round", disable=not progress,
-                  leave=False):
-        for backend in live:
-            last_ms[backend.name] = _checked(backend, frames)
+    shown = None if progress else False  # a bar on a terminal, lines in a log
+    with progress_bar(len(backends), shown, f"{shape.label} setup", "backend", leave=False) as bar:
+        for backend in backends:
+            base = {"backend": backend.name, "precision": backend.precision, **asdict(shape)}
+            try:
+                start = time.perf_counter()
+                _checked(backend, frames)
+                setup_s = time.perf_counter() - start
+                start = time.perf_counter()
+                peak = backend.memory(frames)
+                last_ms[backend.name] = (time.perf_counter() - start) * 1e3
+            except Exception as exc:  # a backend that cannot run this shape is a result, not a crash
+                rows[backend.name] = {**base, "error": _first_line(exc)}
+            else:
+                rows[backend.name] = {**base, "setup_s": round(setup_s, 3), "memory": peak}
+                live.append(backend)
+            bar.update(1)
+    with progress_bar(settings.warmup, shown, f"{shape.label} warm-up", "round", leave=False) as bar:
+        for _ in range(settings.warmup):
+            for backend in live:
+                last_ms[backend.name] = _checked(backend, frames)
+            bar.update(1)
     estimate = sum(last_ms[b.name] for b in live)
 
     rounds = rounds_for(estimate, settings) if live else 0
     samples: dict[str, list[float]] = {b.name: [] for b in live}
     splits: dict[str, list[Timings]] = {b.name: [] for b in live}
-    with tqdm(total=rounds * len(live), desc=f"{shape.label} timing", unit="call", disable=not progress,
-              leave=False) as bar:
+    with progress_bar(rounds * len(live), shown, f"{shape.label} timing", "call", leave=False) as bar:
         for i in range(rounds):
             for backend in live[i % len(live):] + live[:i % len(live)]:
                 start = time.perf_counter()

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from export.cache import bench_dir, user_cache_dir
 from export.engine import BuildOptions, Profile
@@ -18,6 +17,7 @@ from export.pipeline import export_checkpoint
 from runtime.artifacts import ExportFolder
 from runtime.manifest import EngineManifest, read_manifest
 from runtime.openvino_backend import OpenVinoOptions
+from runtime.progress import progress
 from training import KANet, load_checkpoint, save_checkpoint
 
 from . import backends as bk
@@ -232,8 +232,10 @@ def _measure(config: BenchConfig, models: Models, live: list[bk.BenchBackend], s
     machine = system.describe(config.device)  # before the run: load average, start time
     flops = {s.label: count_flops(s.batch, s.height, s.width) for s in config.shapes}
     results: list[dict] = []
-    for shape in tqdm(config.shapes, desc="bench", unit="shape", disable=not config.progress):
-        results += measure_shape(live, shape, config.settings, flops[shape.label]["total"], config.progress)
+    with progress(len(config.shapes), None if config.progress else False, "bench", "shape") as bar:
+        for shape in config.shapes:
+            results += measure_shape(live, shape, config.settings, flops[shape.label]["total"], config.progress)
+            bar.update(1)
     doc = {
         "format": nm.RESULTS_FORMAT, "version": 1,
         "system": machine,

@@ -57,9 +57,10 @@ class LineProgress:
 
 
 def progress(total: int | None, enabled: bool | None = None, desc: str = "dehazing", unit: str = "frame",
-             initial: int = 0):
-    """enabled None: a bar when stderr is a terminal, else lines; False: nothing."""
+             initial: int = 0, leave: bool = True):
+    """enabled None: a bar when stderr is a terminal, else lines; False: nothing. leave False: the bar is
+    cleared when done (one step of a longer job); lines stay, a log keeps its history."""
     if enabled is None and not sys.stderr.isatty():
         return LineProgress(total, desc, unit, initial)
-    return tqdm(total=total, unit=unit, desc=desc, initial=initial, dynamic_ncols=True,
+    return tqdm(total=total, unit=unit, desc=desc, initial=initial, dynamic_ncols=True, leave=leave,
                 disable=not enabled if enabled is not None else False)

@@ -185,6 +185,17 @@ def test_harness_records_a_failing_backend_and_keeps_the_others(model):
     assert rounds_for(1e6, Settings(iterations=30, min_iterations=3, budget_s=10)) == 3
 
 
+def test_harness_progress_in_a_log_is_whole_lines(model, capsys):
+    """Off a terminal (a log, CI) each step ends in a line, with no carriage-return redraws."""
+    eager = TorchBackend("torch-eager", model, torch.device("cpu"))
+    measure_shape([eager], Shape(1, 48, 48), Settings(warmup=1, iterations=2, min_iterations=2, budget_s=0.001))
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    for step in ("setup: 1/1 backends", "warm-up: 1/1 rounds", "timing: 2/2 calls"):
+        assert any(step in line for line in lines), (step, err)
+
+
 def _row(backend: str, shape: tuple[int, int, int], p50: float, **extra) -> dict:
     return {"backend": backend, "precision": "fp32", "batch": shape[0], "height": shape[1], "width": shape[2],
             "latency_ms": {"p50": p50}, "fps": shape[0] * 1e3 / p50, **extra}
