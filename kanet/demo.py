@@ -202,7 +202,8 @@ def write_summary(opts: DemoOptions, export: dict, parity: ParityReport, quality
 
 
 def run_demo(opts: DemoOptions, progress) -> Path:
-    """Every step in order; `progress` is a tqdm bar reused by the steps that have many items."""
+    """Every step in order; `progress` is a tqdm bar (or runtime.progress.LineProgress) that shows the export's
+    elapsed time and then parity's checks, closed when parity is done."""
     from runtime import Dehazer
 
     opts.out.mkdir(parents=True, exist_ok=True)
@@ -213,7 +214,7 @@ def run_demo(opts: DemoOptions, progress) -> Path:
                       openvino=opts.openvino) as dehazer:
         progress.set_description("parity")
         parity = parity_step(opts, export, dehazer.backend, log, progress)
-        progress.set_description("dehaze")
+        progress.close()  # its last count is parity's; the photographs and the clip report their own
         backend_md = f"**{dehazer.backend}**" + (f" (`--backend auto`: {dehazer.chosen})" if dehazer.chosen else "")
         quality, _ = photos_step(opts, dehazer, log)
         clip = clip_step(opts, dehazer, log)

@@ -18,6 +18,7 @@ class LineProgress:
         self.stream = stream or sys.stderr
         self.done, self._counted_from, self.postfix = initial, initial, ""
         self._start = self._last = time.perf_counter()
+        self._closed = False
 
     def update(self, n: int = 1) -> None:
         self.done += n
@@ -47,7 +48,10 @@ class LineProgress:
         print(text, file=self.stream, flush=True)
 
     def close(self) -> None:
-        self._print()
+        """The final line, once (a second close, as tqdm allows, prints nothing)."""
+        if not self._closed:
+            self._closed = True
+            self._print()
 
     def __enter__(self) -> LineProgress:
         return self

@@ -26,6 +26,12 @@ def test_demo_end_to_end_then_reuses_its_artifacts(tmp_path):
     first = _kanet(*args, cwd=elsewhere)  # outside the checkout: samples, checkpoint and cache still found
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     assert list(elsewhere.iterdir()) == []
+    # captured stderr gets whole progress lines; the check counter closes with parity, before the clip's frames
+    lines = first.stderr.splitlines()
+    counted = [i for i, line in enumerate(lines) if " checks" in line]
+    assert counted and all(lines[i].startswith(("export + engine:", "parity:")) for i in counted), lines
+    assert lines[counted[-1]].startswith("parity:") and "/" in lines[counted[-1]], lines
+    assert counted[-1] < min(i for i, line in enumerate(lines) if line.startswith("dehazing:")), lines
 
     for name in ("summary.md", "contact_sheet.png", "parity.json", "quality.json", "clip_hazy.mp4",
                  "clip_dehazed.mp4", "export/kanet_fp16.plan", "export/kanet_fp16.json"):
