@@ -28,10 +28,12 @@ def dark_channel(image: np.ndarray, patch: int) -> np.ndarray:
 
 
 def estimate_airlight(image: np.ndarray, dark: np.ndarray, top_fraction: float) -> np.ndarray:
-    """Among the brightest dark-channel pixels, the one with the highest intensity (per channel)."""
+    """Among the brightest dark-channel pixels, the one with the highest intensity (per channel).
+    Every pixel tied with the cut is a candidate: a dark channel of 8-bit frames has hundreds of ties there, and
+    which of them a partial sort keeps differs between NumPy's CPU-specific kernels, so the airlight would too."""
     count = max(1, int(dark.size * top_fraction))
-    idx = np.argpartition(dark.ravel(), -count)[-count:]
-    candidates = image.reshape(-1, 3)[idx]
+    cut = np.partition(dark.ravel(), -count)[-count]
+    candidates = image.reshape(-1, 3)[dark.ravel() >= cut]
     return candidates[candidates.sum(axis=1).argmax()]
 
 

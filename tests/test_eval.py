@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SAMPLES
-from evaluation.dcp import dehaze_dcp
+from evaluation.dcp import dehaze_dcp, estimate_airlight
 from evaluation.evaluate import evaluate, find_reference, markdown_table, scene_index
 from evaluation.quality import (NearRegion, ciede2000, colour_shift, colourfulness, full_reference_scores,
                                 haze_density, local_contrast)
@@ -84,6 +84,18 @@ def test_dark_channel_prior_recovers_synthetic_haze(rocket):
     before = full_reference_scores(hazy, rocket)["psnr_db"]
     after = full_reference_scores(restored, rocket)["psnr_db"]
     assert after > before + 3, (before, after)
+
+
+@pytest.mark.parametrize("position", [0, 7, 100, 199])
+def test_airlight_does_not_depend_on_which_tied_pixel_a_sort_keeps(position):
+    """5 pixels above the 0.1% cut and 200 tied at it: the brightest tied pixel is a candidate wherever it lies."""
+    dark = np.zeros(100 * 100)
+    dark[:5], dark[1000:1200] = 0.9, 0.8
+    image = np.full((100 * 100, 3), 0.5)
+    image[:5], image[1000:1200] = 0.9, 0.8
+    image[1000 + position] = (1.0, 1.0, 0.8)
+    airlight = estimate_airlight(image.reshape(100, 100, 3), dark.reshape(100, 100), top_fraction=0.001)
+    assert airlight.tolist() == [1.0, 1.0, 0.8]
 
 
 def test_dark_channel_prior_clears_real_photographs():
