@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
 from runtime.backend import Timings
 from runtime.progress import progress as progress_bar
 
