@@ -101,6 +101,15 @@ def _onnx_precision(path: Path) -> str | None:
         return None
 
 
+def _is_fp32(path: Path, requested: Path) -> bool:
+    """Whether the ONNX model `path` is FP32. In an export folder its name says (reading a 200 MB model to find out
+    takes seconds, and the back-end reads it again); a file named alone is read. An unreadable file is not FP32
+    either: ONNX Runtime then says why in one line."""
+    if requested.is_dir():
+        return path == ExportFolder(requested).fp32_onnx
+    return _onnx_precision(path) == "fp32"
+
+
 def onnx_runner(device: str, fp32: Callable[[], bool] = lambda: True) -> tuple[str, str, str | None]:
     """(back-end, what runs, why better ones were passed over or None) for an ONNX model under `--backend auto`:
     ONNX Runtime's GPU provider where a GPU is usable, else (`fp32` models) OpenVINO where it is installed (it
@@ -123,8 +132,7 @@ def auto_backend(path: Path, requested: Path, device: str, half: bool) -> tuple[
     the user named, and one line saying why: an engine on TensorRT, an ONNX model as onnx_runner says."""
     if path.suffix in ENGINE_SUFFIXES:
         return "tensorrt", f"{path.name} on TensorRT"
-    # an unreadable file is not FP32 either: ONNX Runtime says why in one line
-    backend, where, passed = onnx_runner(device, fp32=lambda: not half and _onnx_precision(path) == "fp32")
+    backend, where, passed = onnx_runner(device, fp32=lambda: not half and _is_fp32(path, requested))
     reasons = [f"no engine: {engine_unusable(gpu_index(device))}"] if requested.is_dir() and device != "cpu" else []
     reasons += [passed] if passed else []
     return backend, f"{path.name} on {where}" + (f" ({'; '.join(reasons)})" if reasons else "")

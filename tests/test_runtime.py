@@ -162,6 +162,20 @@ def test_auto_runs_onnx_models_on_openvino_without_a_gpu_and_says_why(frame_onnx
     assert Dehazer.load(frame_onnx, "onnxruntime").chosen is None
 
 
+def test_auto_knows_an_export_folders_precision_without_reading_the_model(exported, monkeypatch):
+    """The folder's file names say which model is FP32; only a file named alone is read to find out."""
+    import runtime.dehazer
+
+    def unread(path):
+        raise AssertionError(f"{path} was read to learn its precision")
+
+    monkeypatch.setattr(runtime.dehazer, "_onnx_precision", unread)
+    with Dehazer.load(exported["dir"], device="cpu") as folder:
+        assert folder.precision == "fp32" and folder.chosen.startswith("kanet_fp32.onnx on ")
+    with pytest.raises(AssertionError, match="kanet_fp16.onnx was read"):
+        Dehazer.load(exported["dir"] / "kanet_fp16.onnx", device="cpu")
+
+
 def test_half_picks_the_fp16_model_or_refuses(frame_onnx, exported, tmp_path):
     folder = exported["dir"]
     assert Dehazer.load(folder, device="cpu").precision == "fp32"
