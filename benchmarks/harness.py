@@ -77,15 +77,15 @@ def rounds_for(estimate_ms: float, settings: Settings) -> int:
 
 
 def measure_shape(backends: list[BenchBackend], shape: Shape, settings: Settings, flops_per_batch: int | None = None,
-                  progress: bool = True) -> list[dict]:
-    """One result row per backend at `shape` (an "error" row for a backend that failed)."""
+                  progress: bool | None = None) -> list[dict]:
+    """One result row per backend at `shape` (an "error" row for a backend that failed). progress: as
+    runtime.progress takes it (None: a bar on a terminal, lines in a log; False: none)."""
     frames = np.random.default_rng(settings.seed).integers(0, 256, (shape.batch, shape.height, shape.width, 3),
                                                            dtype=np.uint8)
     rows: dict[str, dict] = {}
     live: list[BenchBackend] = []
     last_ms: dict[str, float] = {}
-    shown = None if progress else False  # a bar on a terminal, lines in a log
-    with progress_bar(len(backends), shown, f"{shape.label} setup", "backend", leave=False) as bar:
+    with progress_bar(len(backends), progress, f"{shape.label} setup", "backend", leave=False) as bar:
         for backend in backends:
             base = {"backend": backend.name, "precision": backend.precision, **asdict(shape)}
             try:
@@ -101,7 +101,7 @@ def measure_shape(backends: list[BenchBackend], shape: Shape, settings: Settings
                 rows[backend.name] = {**base, "setup_s": round(setup_s, 3), "memory": peak}
                 live.append(backend)
             bar.update(1)
-    with progress_bar(settings.warmup, shown, f"{shape.label} warm-up", "round", leave=False) as bar:
+    with progress_bar(settings.warmup, progress, f"{shape.label} warm-up", "round", leave=False) as bar:
         for _ in range(settings.warmup):
             for backend in live:
                 last_ms[backend.name] = _checked(backend, frames)
@@ -111,7 +111,7 @@ def measure_shape(backends: list[BenchBackend], shape: Shape, settings: Settings
     rounds = rounds_for(estimate, settings) if live else 0
     samples: dict[str, list[float]] = {b.name: [] for b in live}
     splits: dict[str, list[Timings]] = {b.name: [] for b in live}
-    with progress_bar(rounds * len(live), shown, f"{shape.label} timing", "call", leave=False) as bar:
+    with progress_bar(rounds * len(live), progress, f"{shape.label} timing", "call", leave=False) as bar:
         for i in range(rounds):
             for backend in live[i % len(live):] + live[:i % len(live)]:
                 start = time.perf_counter()

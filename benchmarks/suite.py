@@ -47,7 +47,7 @@ class BenchConfig:
     video_frames: int = 10
     clip_photo: Path | None = None  # the photograph the end-to-end clip pans across; needed with video_size
     profile: str = "missed"  # per-op profiles for CPU targets: "missed", "all" (every evaluated one) or "off"
-    progress: bool = True
+    progress: bool | None = None  # as runtime.progress takes it: None a bar on a terminal, lines in a log; False none
 
 
 @dataclass
@@ -232,7 +232,7 @@ def _measure(config: BenchConfig, models: Models, live: list[bk.BenchBackend], s
     machine = system.describe(config.device)  # before the run: load average, start time
     flops = {s.label: count_flops(s.batch, s.height, s.width) for s in config.shapes}
     results: list[dict] = []
-    with progress(len(config.shapes), None if config.progress else False, "bench", "shape") as bar:
+    with progress(len(config.shapes), config.progress, "bench", "shape") as bar:
         for shape in config.shapes:
             results += measure_shape(live, shape, config.settings, flops[shape.label]["total"], config.progress)
             bar.update(1)

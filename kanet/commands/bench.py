@@ -128,7 +128,7 @@ def _config(args: argparse.Namespace, device):
         export_dir=Path(args.export_dir) if args.export_dir else None, cache_dir=args.cache_dir,
         video_size=video_size, video_frames=args.video_frames or (30 if quick else 300 if gpu else 10),
         clip_photo=CLIP_PHOTO,
-        profile=args.profile or ("off" if quick else "missed"), progress=not args.no_progress)
+        profile=args.profile or ("off" if quick else "missed"), progress=False if args.no_progress else None)
 
 
 def run(args: argparse.Namespace) -> int:
