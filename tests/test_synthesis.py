@@ -18,7 +18,8 @@ from training.synthesis import DEGRADATIONS, HazeConfig, sky_mask, synthesize
 from training.synthset import write_synthetic_set
 
 SHARED_DATA = REPO.parent / "shared" / "data"  # the research datasets beside the checkout (never copied in)
-NO_CAMERA = {f.name: 0.0 for f in dataclasses.fields(HazeConfig) if f.name.endswith("_prob")}
+CAMERA_PROBS = [f.name for f in dataclasses.fields(HazeConfig) if f.name.endswith("_prob") and f.name != "haze_free_prob"]
+NO_CAMERA = {name: 0.0 for name in CAMERA_PROBS}
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +74,19 @@ def test_scattering_model_with_a_depth_map(photo):
     assert gap[-8:].mean() < gap[:8].mean()
 
 
+def test_haze_free_samples_keep_the_scene_and_come_at_their_rate(photo):
+    clear, p = synthesize(photo, np.random.default_rng(0), HazeConfig(**{**NO_CAMERA, "haze_free_prob": 1.0}))
+    assert p["beta"] == 0.0 and np.array_equal(clear, photo)
+    cfg = HazeConfig(**{**NO_CAMERA, "haze_free_prob": 0.3})
+    draws = [synthesize(photo, np.random.default_rng(seed), cfg) for seed in range(200)]
+    free = [hazy for hazy, p in draws if p["beta"] == 0.0]
+    assert 40 <= len(free) <= 80  # 60 expected; binomial sd 6.5
+    assert all(np.array_equal(hazy, photo) for hazy in free)
+    assert all(np.abs(hazy - photo).mean() > 1e-3 for hazy, p in draws if p["beta"] > 0)
+
+
 def test_camera_degradations_random_order_jpeg_last(photo):
-    cfg = HazeConfig(**{name: 1.0 for name in NO_CAMERA})
+    cfg = HazeConfig(**{name: 1.0 for name in CAMERA_PROBS})
     orders = set()
     for seed in range(6):
         _, p = synthesize(photo, np.random.default_rng(seed), cfg)

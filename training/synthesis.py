@@ -32,6 +32,7 @@ class HazeConfig:
 
     # Scattering. Depth is normalised to [near, 1]; beta is the extinction coefficient at that scale.
     beta: Range = (0.3, 1.4)
+    haze_free_prob: float = 0.0  # share of samples left clear (camera degradations still apply): clear content stays as is
     depth_near: Range = (0.0, 0.3)  # normalised depth of the nearest pixel
     depth_grid: tuple[int, int] = (2, 6)  # control points per side of the random depth field (fewer: smoother)
     depth_vertical: Range = (0.4, 1.0)  # blend weight of a top-is-far ramp in the random field (sky, horizon)
@@ -249,7 +250,9 @@ def synthesize(clear: np.ndarray, rng: np.random.Generator, config: HazeConfig =
         raise ValueError(f"expected an H x W x 3 image, got shape {clear.shape}")
     clear = clear.astype(np.float32, copy=False)
     params: dict[str, Any] = {}
-    beta = _uniform(rng, config.beta)
+    # Drawn only when enabled, so configurations without haze-free samples keep their random streams.
+    haze_free = config.haze_free_prob > 0 and rng.random() < config.haze_free_prob
+    beta = 0.0 if haze_free else _uniform(rng, config.beta)
     d = _depth(rng, clear, config, depth, params)
     t = np.maximum(np.exp(-beta * d), config.transmission_min)[..., None].astype(np.float32)
     airlight = _airlight(rng, clear.shape[:2], config, params)

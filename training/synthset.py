@@ -33,7 +33,7 @@ def _square_crop(image: np.ndarray, depth: np.ndarray | None, size: int, rng: np
 
 
 def write_synthetic_set(sources: list[Source], out: str | Path, count: int, size: int, seed: int,
-                        config: HazeConfig, progress: bool = True) -> list[dict]:
+                        config: HazeConfig, progress: bool | None = None) -> list[dict]:
     """OUT/hazy/NAME.png, OUT/clear/NAME.png, OUT/params.jsonl (one line per pair) and OUT/contact_sheet.png.
 
     Pair i uses source i mod len(sources) and `np.random.default_rng([seed, i])`.
@@ -41,7 +41,7 @@ def write_synthetic_set(sources: list[Source], out: str | Path, count: int, size
     out = Path(out)
     records, cells = [], []  # cells: (8-bit RGB image, label), clear then hazy, pair after pair
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "params.jsonl").open("w") as lines, progress_bar(count, None if progress else False, "synth",
+    with (out / "params.jsonl").open("w") as lines, progress_bar(count, progress, "synth",
                                                                 "pair") as bar:
         for i in range(count):
             source = sources[i % len(sources)]

@@ -342,7 +342,7 @@ class Trainer:
                           worker_init_fn=_ignore_sigint if self.cfg.data.workers else None,
                           generator=torch.Generator().manual_seed(self.cfg.seed))  # leaves the global RNG alone
 
-    def fit(self, progress: bool = True) -> TrainResult:
+    def fit(self, progress: bool | None = None) -> TrainResult:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         val_every = cfg.val_every or self.epoch_steps
@@ -355,7 +355,7 @@ class Trainer:
                  "on" if self.reweighter else "off", self.step, cfg.steps)
         window: dict[str, Tensor] = {}
         window_steps, window_start = 0, time.perf_counter()
-        with _StopFlag() as stop, handle, progress_bar(cfg.steps, None if progress else False, "train", "step",
+        with _StopFlag() as stop, handle, progress_bar(cfg.steps, progress, "train", "step",
                                                        self.step) as bar:
             config_io.write(cfg, self.out / "config.yaml")
             for hazy, clear in self._loader():
