@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.losses import GaussianContrastiveLoss, charbonnier_per_sample, gaussian_blur, l1_per_sample
+from training.losses import (GaussianContrastiveLoss, charbonnier_per_sample, chroma_per_sample, colour_per_sample,
+                             gaussian_blur, l1_per_sample, ssim_per_sample)
 from training.reweighting import ReweightConfig, SampleReweighter, decorrelation_objective, fourier_features
 from training.vgg import RELU_X_1, VGG19Features
 
@@ -35,6 +36,29 @@ def test_reconstruction_losses_per_sample(loss):
     values.sum().backward()
     assert pred.grad.abs().sum() > 0
     assert float(loss(clear, clear).max()) <= 1.001e-3 < float(values.detach().min())  # perfect: 0 (Charbonnier: eps)
+
+
+def test_structure_and_colour_terms_score_what_they_name():
+    clear = _images(3)
+    noise = torch.randn_like(clear)
+    assert torch.allclose(ssim_per_sample(clear, clear), torch.ones(2), atol=1e-5)
+    assert (ssim_per_sample(clear + 0.2 * noise, clear) < ssim_per_sample(clear + 0.05 * noise, clear)).all()
+    assert (ssim_per_sample(clear + 0.05 * noise, clear) < 0.99).all()
+    darker, bluer = clear * 0.7, clear + torch.tensor([0.0, 0.0, 0.1])[:, None, None]
+    assert float(colour_per_sample(darker, clear).max()) < 1e-5 < float(colour_per_sample(bluer, clear).min())
+
+
+def test_chroma_term_costs_casts_not_lightness_or_fine_texture():
+    clear = _images(4)
+    assert float(chroma_per_sample(clear + 0.1, clear).max()) < 1e-6  # lighter, same colour
+    bluer = clear + torch.tensor([0.0, 0.0, 0.1])[:, None, None]
+    torch.testing.assert_close(chroma_per_sample(bluer, clear), torch.full((2,), 0.05))  # (R+G)/2 - B down 0.1
+    checker = 0.1 * ((torch.arange(32)[:, None] + torch.arange(32)) % 2 * 2 - 1).float()  # +-0.1 red, pixel by pixel
+    textured = clear + torch.stack([checker, torch.zeros_like(checker), torch.zeros_like(checker)])
+    assert float(chroma_per_sample(textured, clear).max()) < 1e-6 < 0.02 < float(l1_per_sample(textured, clear).min())
+    pred = bluer.clone().requires_grad_()
+    chroma_per_sample(pred, clear).sum().backward()
+    assert pred.grad.abs().sum() > 0
 
 
 def test_gaussian_blur_keeps_constants_and_smooths():

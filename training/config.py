@@ -57,6 +57,7 @@ class LossConfig:
     reconstruction: str = "l1"  # l1 | charbonnier
     ssim_weight: float = 0.0  # weight of (1 - SSIM) per sample
     colour_weight: float = 0.0  # weight of the RGB-angle colour error per sample
+    chroma_weight: float = 0.0  # weight of the low-pass opponent-colour error per sample (casts, regional recolouring)
     contrastive: bool = True
     contrastive_weight: float = 0.1
     vgg_weights: str | None = None  # torchvision vgg19-dcbb9e9d.pth; default: the torch hub cache if present

@@ -45,6 +45,16 @@ def colour_per_sample(pred: Tensor, target: Tensor, eps: float = 1e-6) -> Tensor
     return (1 - F.cosine_similarity(pred + eps, target + eps, dim=1)).flatten(1).mean(1)
 
 
+def chroma_per_sample(pred: Tensor, target: Tensor, block: int = 8) -> Tensor:
+    """L1 error of the opponent colours R - G and (R + G) / 2 - B averaged over block x block cells: a regional or
+    global cast costs in full, while per-pixel terms let it hide among texture errors; lightness does not enter."""
+    def opponent(image: Tensor) -> Tensor:
+        red, green, blue = image.unbind(1)
+        return F.avg_pool2d(torch.stack([red - green, (red + green) / 2 - blue], 1), block, ceil_mode=True)
+
+    return (opponent(pred) - opponent(target)).abs().flatten(1).mean(1)
+
+
 RECONSTRUCTION: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"l1": l1_per_sample, "charbonnier": charbonnier_per_sample}
 
 

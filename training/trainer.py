@@ -33,7 +33,7 @@ from . import config as config_io
 from .checkpoint import CheckpointError, check_state_dict, load_checkpoint, read_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import TrainingSet, clear_sources, paired_sources, split_sources, validation_samples
-from .losses import RECONSTRUCTION, GaussianContrastiveLoss, colour_per_sample, ssim_per_sample
+from .losses import RECONSTRUCTION, GaussianContrastiveLoss, chroma_per_sample, colour_per_sample, ssim_per_sample
 from .models import KANet
 from .models.bottleneck import CHANNELS  # width of the bottleneck, hence of z
 from .reweighting import SampleReweighter
@@ -264,6 +264,8 @@ class Trainer:
             per_sample = per_sample + self.cfg.loss.ssim_weight * (1 - ssim_per_sample(output, clear))
         if self.cfg.loss.colour_weight:
             per_sample = per_sample + self.cfg.loss.colour_weight * colour_per_sample(output, clear)
+        if self.cfg.loss.chroma_weight:
+            per_sample = per_sample + self.cfg.loss.chroma_weight * chroma_per_sample(output, clear)
         reconstruction = (weights * per_sample).mean()
         loss = reconstruction + self.cfg.loss.contrastive_weight * contrastive
         self.optimizer.zero_grad(set_to_none=True)
