@@ -7,13 +7,14 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from conftest import REPO, SAMPLES
 from evaluation.haze_stats import MATCH_TOLERANCE, StatisticsSet, median_gaps
 from evaluation.pairing import pair_key
 from kanet.cli import main
 from training.data import DataError, Source, paired_sources, read_rgb, split_sources
-from training.data import clear_sources
+from training.data import clear_sources, validation_samples
 from training.synthesis import DEGRADATIONS, HazeConfig, sky_mask, synthesize
 from training.synthset import write_synthetic_set
 
@@ -83,6 +84,15 @@ def test_haze_free_samples_keep_the_scene_and_come_at_their_rate(photo):
     assert 40 <= len(free) <= 80  # 60 expected; binomial sd 6.5
     assert all(np.array_equal(hazy, photo) for hazy in free)
     assert all(np.abs(hazy - photo).mean() > 1e-3 for hazy, p in draws if p["beta"] > 0)
+
+
+def test_validation_crops_always_carry_haze():
+    sources = [Source(SAMPLES / name) for name in ("cones.png", "canon.png")]
+    everything_clear = HazeConfig(**{**NO_CAMERA, "haze_free_prob": 1.0})
+    for hazy, clear in validation_samples(sources, 64, 0, everything_clear):
+        assert (hazy - clear).abs().mean() > 1e-3  # training would have left these clear
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(validation_samples(sources, 64, 0, everything_clear),
+                                                        validation_samples(sources, 64, 0, HazeConfig(**NO_CAMERA))))
 
 
 def test_camera_degradations_random_order_jpeg_last(photo):

@@ -8,7 +8,7 @@ batches the uninterrupted run would have seen.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -192,7 +192,10 @@ class TrainingSet(Dataset):
 
 
 def validation_samples(sources: list[Source], size: int, seed: int, haze: HazeConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Fixed (hazy, clear) centre crops, at most `size` and a multiple of 16 per side; haze seeded per image."""
+    """Fixed (hazy, clear) centre crops, at most `size` and a multiple of 16 per side; haze seeded per image.
+    Every crop carries haze: haze-free samples teach restraint in training, but in validation they would score
+    the checkpoint on copying its input instead of dehazing."""
+    haze = replace(haze, haze_free_prob=0.0)
     samples = []
     for i, source in enumerate(sources):
         clear, hazy, depth = _load(source)
