@@ -1,7 +1,8 @@
 """Where kanet eval's colour shift comes from, for the network and DCP, where real hazy photographs are least hazy
 (its near region): the per-image mean a*b* change (a cast), the shift left after a Gaussian blur of input and
-output (sigma 1 px: what pixel-scale changes such as removed noise or JPEG artefacts add), and the pixel-scale
-chroma detail (a*b* minus its sigma-1 blur) of input and output.
+output (sigma 1 px: what pixel-scale changes such as removed noise or JPEG artefacts add), the pixel-scale
+chroma detail (a*b* minus its sigma-1 blur) of input and output, and how that detail in the output follows the
+input's (correlation of L*, a* and b* detail, input against output).
 Run from the repository root: fine_scale_probe.py WEIGHTS [MAX_SIDE]"""
 import glob
 import sys
@@ -30,7 +31,11 @@ def scores(out, hazy, mask):
     delta = (chroma(out) - chroma(hazy))[mask]
     blurred = (chroma(out, 1.0) - chroma(hazy, 1.0))[mask]
     detail = lambda img: np.hypot(*(chroma(img) - chroma(img, 1.0))[mask].T).mean()
-    return [np.hypot(*delta.T).mean(), np.hypot(*delta.mean(0)), np.hypot(*blurred.T).mean(), detail(hazy), detail(out)]
+    lab_in, lab_out = (_lab(img).astype(np.float32) for img in (hazy, out))
+    high = lambda lab, c: (lab[..., c] - cv2.GaussianBlur(lab[..., c], (0, 0), 1.0))[mask]
+    follows = [np.corrcoef(high(lab_in, c), high(lab_out, c))[0, 1] for c in range(3)]
+    return [np.hypot(*delta.T).mean(), np.hypot(*delta.mean(0)), np.hypot(*blurred.T).mean(), detail(hazy), detail(out),
+            *follows]
 
 
 for folder in ["../shared/data/real_hazy", "../shared/data/real_hazy_more/ridcp", "../shared/data/real_hazy_more/web"]:
@@ -46,6 +51,7 @@ for folder in ["../shared/data/real_hazy", "../shared/data/real_hazy_more/ridcp"
         rows["network"].append(scores(out, hazy, mask))
         rows["DCP"].append(scores(dehaze_dcp(hazy), hazy, mask))
     for name, values in rows.items():
-        v = np.array(values).mean(0)
+        v = np.nanmean(np.array(values), 0)  # a flat near region has no detail to correlate
         print(f"{folder.split('/')[-1]:9s} {name:7s}: colour shift {v[0]:.2f}  cast {v[1]:.2f}  after 1 px blur {v[2]:.2f}"
-              f"  pixel-scale chroma detail in {v[3]:.2f} out {v[4]:.2f}  (n={len(values)})", flush=True)
+              f"  pixel-scale chroma detail in {v[3]:.2f} out {v[4]:.2f}  follows the input's: L* {v[5]:.2f}"
+              f" a* {v[6]:.2f} b* {v[7]:.2f}  (n={len(values)})", flush=True)
