@@ -22,21 +22,16 @@ frame_model = FrameIO(load_checkpoint(sys.argv[1])).eval()  # uint8 BGR in and o
 side = int(sys.argv[2]) if len(sys.argv) > 2 else 512
 
 
-def chroma(bgr, sigma=0.0):
-    ab = _lab(bgr)[..., 1:].astype(np.float32)
-    return cv2.GaussianBlur(ab, (0, 0), sigma) if sigma else ab
-
-
 def scores(out, hazy, mask):
-    delta = (chroma(out) - chroma(hazy))[mask]
-    blurred = (chroma(out, 1.0) - chroma(hazy, 1.0))[mask]
-    detail = lambda img: np.hypot(*(chroma(img) - chroma(img, 1.0))[mask].T).mean()
     lab_in, lab_out = (_lab(img).astype(np.float32) for img in (hazy, out))
-    high = lambda lab, c: (lab[..., c] - cv2.GaussianBlur(lab[..., c], (0, 0), 1.0))[mask]
-    follows = [np.corrcoef(high(lab_in, c), high(lab_out, c))[0, 1] for c in range(3)]
-    return [np.hypot(*delta.T).mean(), np.hypot(*delta.mean(0)), np.hypot(*blurred.T).mean(), detail(hazy), detail(out),
-            *follows]
-
+    blur = lambda lab: cv2.GaussianBlur(lab, (0, 0), 1.0)
+    high_in, high_out = (lab - blur(lab) for lab in (lab_in, lab_out))  # pixel-scale detail, L* a* b*
+    delta = (lab_out - lab_in)[mask][:, 1:]
+    blurred = (blur(lab_out) - blur(lab_in))[mask][:, 1:]
+    detail = lambda high: np.hypot(*high[mask][:, 1:].T).mean()
+    follows = [np.corrcoef(high_in[mask][:, c], high_out[mask][:, c])[0, 1] for c in range(3)]
+    return [np.hypot(*delta.T).mean(), np.hypot(*delta.mean(0)), np.hypot(*blurred.T).mean(), detail(high_in),
+            detail(high_out), *follows]
 
 for folder in ["../shared/data/real_hazy", "../shared/data/real_hazy_more/ridcp", "../shared/data/real_hazy_more/web"]:
     rows = {"network": [], "DCP": []}
